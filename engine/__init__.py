@@ -1,0 +1,1 @@
+"""Models and inference for the presenter: synchronous, torch + numpy, no asyncio."""

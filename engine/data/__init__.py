@@ -1,0 +1,1 @@
+"""Training data: the synthetic corpus and the preparation of talking-head video."""

@@ -1,0 +1,1 @@
+"""Any talking-head video -> the project dataset format."""

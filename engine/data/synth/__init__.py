@@ -1,0 +1,1 @@
+"""The speaking default avatar: a synthetic talking-head corpus."""

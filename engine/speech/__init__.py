@@ -1,0 +1,1 @@
+"""Speech with phoneme timings: TTS voices, real recordings, forced alignment, phoneme sets."""

@@ -1,0 +1,1 @@
+"""Presenter application: sources, streaming, server, CLI."""

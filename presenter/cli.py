@@ -1,0 +1,126 @@
+"""Command line: ``python -m presenter <command> ...``.
+
+Logging is configured here and only here. Errors a user can hit (``PresenterError``) are
+printed as one line, without a traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.errors import PresenterError
+
+log = logging.getLogger("presenter")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m presenter",
+        description="A real-time streaming virtual presenter: audio in, a lip-synced avatar out.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="training data: synthetic corpus, video preparation")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    synth = data_commands.add_parser(
+        "synth", help="generate a talking-head corpus of the default avatar"
+    )
+    synth.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
+    synth.add_argument("--minutes", type=float, required=True, help="total speech minutes")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--voices",
+        nargs="+",
+        default=None,
+        metavar="VOICE",
+        help="espeak-ng voices to use (e.g. en-us en-gb en-us+f3); default: a built-in mix",
+    )
+    synth.add_argument(
+        "--sources",
+        default="espeak,piper,human",
+        help="comma-separated speech sources: espeak, piper, human (default: all three)",
+    )
+    synth.add_argument(
+        "--human-share",
+        type=float,
+        default=0.25,
+        help="fraction of the minutes taken from real human speech (default 0.25)",
+    )
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+
+    prep = data_commands.add_parser(
+        "prep", help="prepare talking-head videos (or a synth corpus) as a training dataset"
+    )
+    prep.add_argument("videos", nargs="+", type=Path, help="video files or folders of them")
+    prep.add_argument("--out", type=Path, required=True, help="dataset folder")
+    prep.add_argument("--crop-size", type=int, default=256, help="face crop size in px")
+    prep.add_argument("--subject", default=None, help="subject name for all videos given")
+    prep.add_argument(
+        "--max-skipped",
+        type=float,
+        default=0.1,
+        help="reject a clip when more than this fraction of frames has no single face",
+    )
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+
+    stats = data_commands.add_parser("stats", help="phoneme coverage and minutes of a corpus")
+    stats.add_argument("corpus", type=Path, help="a folder written by `data synth`")
+    return parser
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from engine.data.synth.corpus import CorpusPlan, generate_corpus
+
+        plan = CorpusPlan(
+            minutes=args.minutes,
+            seed=args.seed,
+            sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
+            espeak_voices=tuple(args.voices) if args.voices else None,
+            human_share=args.human_share,
+        )
+        summary = generate_corpus(args.out, plan=plan, workers=args.workers)
+        log.info("%s", summary.describe())
+        return 0
+    if args.data_command == "prep":
+        from engine.data.prep.pipeline import prepare
+
+        prepare(
+            args.videos,
+            args.out,
+            crop_size=args.crop_size,
+            max_skipped_fraction=args.max_skipped,
+            subject=args.subject,
+            workers=args.workers,
+        )
+        return 0
+    if args.data_command == "stats":
+        from engine.data.synth.coverage import corpus_coverage
+
+        print(corpus_coverage(args.corpus).table())  # noqa: T201 - the command's output
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        if args.command == "data":
+            return _run_data(args)
+    except PresenterError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
