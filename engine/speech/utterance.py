@@ -36,7 +36,9 @@ class Utterance:
 
     def __post_init__(self) -> None:
         if self.audio.ndim != 1 or self.audio.dtype != np.float32:
-            raise ValueError(f"audio must be 1-D float32, got {self.audio.dtype} {self.audio.shape}")
+            raise ValueError(
+                f"audio must be 1-D float32, got {self.audio.dtype} {self.audio.shape}"
+            )
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         for span in self.phones:
