@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,16 @@ def _run_data(args: argparse.Namespace) -> int:
         )
         summary = generate_corpus(args.out, plan=plan, workers=args.workers)
         log.info("%s", summary.describe())
+        from engine.data.synth.preview import write_key_shapes, write_preview
+
+        seconds = write_preview(args.out, args.out / "preview.mp4")
+        shapes = write_key_shapes(args.out, args.out)
+        log.info(
+            "to watch: %s (%.0f s with sound); mouth shapes: %s",
+            args.out / "preview.mp4",
+            seconds,
+            ", ".join(str(p) for p in shapes),
+        )
         return 0
     if args.data_command == "prep":
         from engine.data.prep.pipeline import prepare
@@ -103,13 +114,15 @@ def _run_data(args: argparse.Namespace) -> int:
     if args.data_command == "stats":
         from engine.data.synth.coverage import corpus_coverage
 
-        print(corpus_coverage(args.corpus).table())  # noqa: T201 - the command's output
+        print(corpus_coverage(args.corpus).table())  # noqa: T201 - the command output
         return 0
     raise AssertionError(args.data_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    # MediaPipe's native logging: warnings and errors only.
+    os.environ.setdefault("GLOG_minloglevel", "2")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,486 @@
+"""The speaking default avatar: a corpus of talking-head clips with phoneme timings.
+
+A plan (minutes, seed, sources) becomes a deterministic list of clip specs; worker
+processes synthesise or load the speech, render the avatar's frames from the phone timeline
+and write, per clip, ``clips/<id>.mp4`` (512x512, 25 fps, speech at its native rate),
+``clips/<id>.landmarks.safetensors`` (the rig's ground-truth landmarks and controls) and
+``clips/<id>.json`` (text, phones, words, source, voice, split; written last, so a clip
+with a sidecar is complete). A run that is stopped picks up where it was.
+
+A fixed part of every source is held out for evaluation: one espeak-ng voice and its
+sentences, a tenth of the Piper sentences and a tenth of the real prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.errors import PresenterError
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+SUBJECT = "default-avatar"
+HELDOUT_FRACTION = 0.1
+ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
+ESPEAK_HELDOUT_VOICE = "en-us+f3"
+# Average speech seconds per clip by source, used only to plan how many clips to make.
+_PLANNING_SECONDS_PER_CLIP = {"espeak": 3.6, "piper": 3.4, "human": 2.7}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusPlan:
+    """What to generate: total speech minutes, shares of sources, seed."""
+
+    minutes: float
+    seed: int = 0
+    sources: tuple[str, ...] = ("espeak", "piper", "human")
+    espeak_voices: tuple[str, ...] | None = None
+    human_share: float = 0.25
+    piper_share: float = 0.25
+    lead_silence_s: float = 0.4
+    tail_silence_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.minutes <= 0:
+            raise PresenterError(f"--minutes must be positive, got {self.minutes}")
+        unknown = set(self.sources) - {"espeak", "piper", "human"}
+        if unknown or not self.sources:
+            raise PresenterError(
+                f"unknown speech sources {sorted(unknown)}; choose from espeak, piper, human"
+            )
+        if not 0 <= self.human_share <= 1 or not 0 <= self.piper_share <= 1:
+            raise PresenterError("source shares must be between 0 and 1")
+
+    def minutes_by_source(self) -> dict[str, float]:
+        shares = {
+            "human": self.human_share if "human" in self.sources else 0.0,
+            "piper": self.piper_share if "piper" in self.sources else 0.0,
+        }
+        if "espeak" in self.sources:
+            shares["espeak"] = max(0.0, 1.0 - shares["human"] - shares["piper"])
+        total = sum(shares.values())
+        if total <= 0:
+            raise PresenterError("the source shares leave no minutes to generate")
+        return {source: self.minutes * share / total for source, share in shares.items() if share}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipSpec:
+    """One clip to make; everything a worker needs, picklable."""
+
+    clip_id: str
+    source: str
+    split: str
+    seed: int
+    text: str = ""
+    espeak_voice: str = ""
+    rate_wpm: int = 175
+    pitch: int = 50
+    length_scale: float = 1.0
+    prompt: str = ""  # real recordings: the prompt's name
+
+
+@dataclass(kw_only=True)
+class CorpusSummary:
+    out_dir: Path
+    clips_made: int = 0
+    clips_kept: int = 0
+    speech_minutes: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def describe(self) -> str:
+        minutes = ", ".join(f"{k} {v:.2f} min" for k, v in sorted(self.speech_minutes.items()))
+        return (
+            f"corpus in {self.out_dir}: {self.clips_made} clips made now, "
+            f"{self.clips_kept} already there; speech: {minutes}; "
+            f"{self.wall_seconds / 60:.1f} min wall time"
+        )
+
+
+def _stable_hash(*parts: object) -> int:
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _is_heldout(*parts: object) -> bool:
+    return _stable_hash("heldout", *parts) % 1000 < HELDOUT_FRACTION * 1000
+
+
+def plan_clips(
+    plan: CorpusPlan,
+    *,
+    round_index: int = 0,
+    seconds_by_source: dict[str, float] | None = None,
+    existing: frozenset[str] = frozenset(),
+) -> list[ClipSpec]:
+    """The clip specs of a plan (deterministic).
+
+    ``round_index`` > 0 plans top-up clips (new sentences, new ids) for the speech seconds
+    given in ``seconds_by_source``; real prompts whose clip id is in ``existing`` are skipped.
+    """
+    from engine.speech.sentences import SentenceGenerator
+
+    rng = np.random.default_rng(_stable_hash("plan", plan.seed, round_index))
+    specs: list[ClipSpec] = []
+    seconds = seconds_by_source or {k: v * 60 for k, v in plan.minutes_by_source().items()}
+    train_sentences = SentenceGenerator(seed=_stable_hash("train", plan.seed, round_index))
+    heldout_sentences = SentenceGenerator(seed=_stable_hash("heldout", plan.seed, round_index))
+    tag = f"r{round_index}-" if round_index else ""
+
+    def count_for(source: str, fraction: float) -> int:
+        wanted = seconds.get(source, 0.0) * fraction
+        return int(np.ceil(wanted / _PLANNING_SECONDS_PER_CLIP[source])) if wanted > 0 else 0
+
+    if seconds.get("espeak", 0) > 0:
+        voices = plan.espeak_voices or ESPEAK_TRAIN_VOICES
+        heldout_voice = ESPEAK_HELDOUT_VOICE if plan.espeak_voices is None else ""
+        heldout_count = count_for("espeak", HELDOUT_FRACTION) if heldout_voice else 0
+        train_count = count_for("espeak", 1.0) - heldout_count
+        for split, count, texts, voice_choice in (
+            ("train", train_count, train_sentences, voices),
+            ("heldout", heldout_count, heldout_sentences, (heldout_voice,)),
+        ):
+            for index, text in enumerate(texts.take(count)):
+                specs.append(
+                    ClipSpec(
+                        clip_id=f"espeak-{split}-{tag}{index:05d}",
+                        source="espeak",
+                        split=split,
+                        seed=_stable_hash(plan.seed, "espeak", split, round_index, index),
+                        text=text,
+                        espeak_voice=str(voice_choice[index % len(voice_choice)]),
+                        rate_wpm=int(rng.integers(145, 196)),
+                        pitch=int(rng.integers(35, 66)),
+                    )
+                )
+    if seconds.get("piper", 0) > 0:
+        heldout_count = count_for("piper", HELDOUT_FRACTION)
+        train_count = count_for("piper", 1.0) - heldout_count
+        for split, count, texts in (
+            ("train", train_count, train_sentences),
+            ("heldout", heldout_count, heldout_sentences),
+        ):
+            for index, text in enumerate(texts.take(count)):
+                specs.append(
+                    ClipSpec(
+                        clip_id=f"piper-{split}-{tag}{index:05d}",
+                        source="piper",
+                        split=split,
+                        seed=_stable_hash(plan.seed, "piper", split, round_index, index),
+                        text=text,
+                        length_scale=float(rng.uniform(0.9, 1.15)),
+                    )
+                )
+    if seconds.get("human", 0) > 0:
+        from engine.speech.recordings import list_prompts
+
+        prompts = sorted(list_prompts(), key=lambda p: _stable_hash(plan.seed, "prompt", p.name))
+        wanted = seconds["human"]
+        total = 0.0
+        for prompt in prompts:
+            if total >= wanted:
+                break
+            split = "heldout" if _is_heldout("human", prompt.name) else "train"
+            clip_id = f"human-{split}-{prompt.name.replace('/', '_')}"
+            if clip_id in existing:
+                if round_index == 0:  # already made: counts towards the plan's minutes
+                    total += prompt.seconds
+                continue
+            specs.append(
+                ClipSpec(
+                    clip_id=clip_id,
+                    source="human",
+                    split=split,
+                    seed=_stable_hash(plan.seed, "human", prompt.name),
+                    text=prompt.transcript,
+                    prompt=prompt.name,
+                )
+            )
+            total += prompt.seconds
+    return specs
+
+
+class _SpeechSources:
+    """Per-process speech sources, made on first use (each loads a library or a model)."""
+
+    def __init__(self) -> None:
+        self._espeak: dict[tuple[str, int, int], object] = {}
+        self._piper: object | None = None
+        self._recordings: object | None = None
+
+    def utterance(self, spec: ClipSpec):  # type: ignore[no-untyped-def]
+        from engine.speech.utterance import Utterance
+
+        result: Utterance
+        if spec.source == "espeak":
+            from engine.speech.espeak import EspeakVoice
+
+            key = (spec.espeak_voice, spec.rate_wpm, spec.pitch)
+            voice = self._espeak.get(key)
+            if voice is None:
+                voice = EspeakVoice(voice=key[0], rate_wpm=key[1], pitch=key[2])
+                self._espeak[key] = voice
+            assert isinstance(voice, EspeakVoice)
+            result = voice.synthesize(spec.text)
+        elif spec.source == "piper":
+            from engine.speech.piper_voice import PiperSpeaker
+
+            if self._piper is None:
+                self._piper = PiperSpeaker()
+            assert isinstance(self._piper, PiperSpeaker)
+            result = self._piper.synthesize(spec.text, length_scale=spec.length_scale)
+        else:
+            from engine.speech.recordings import load_prompt_utterance
+
+            result = load_prompt_utterance(spec.prompt)
+        return result
+
+
+def _pad_utterance(utterance, plan: CorpusPlan):  # type: ignore[no-untyped-def]
+    """Lead/tail silence around the speech; audio cut to whole video frames.
+
+    Returns (audio, phones as (label, start, end) tuples, words, frame count).
+    """
+    from engine.speech.phonemes import SILENCE
+
+    rate = utterance.sample_rate
+    lead = round(plan.lead_silence_s * rate)
+    frames = int(np.ceil((lead + len(utterance.audio)) / rate * FPS + plan.tail_silence_s * FPS))
+    total = round(frames * rate / FPS)
+    audio = np.zeros(total, np.float32)
+    audio[lead : lead + len(utterance.audio)] = utterance.audio
+    offset = lead / rate
+    end = total / rate
+    phones: list[tuple[str, float, float]] = [(SILENCE, 0.0, offset)]
+    for span in utterance.phones:
+        start, stop = span.start + offset, span.end + offset
+        if span.label == SILENCE and phones[-1][0] == SILENCE:
+            phones[-1] = (SILENCE, phones[-1][1], stop)
+        else:
+            phones.append((span.label, start, stop))
+    if phones[-1][0] == SILENCE:
+        phones[-1] = (SILENCE, phones[-1][1], end)
+    else:
+        phones.append((SILENCE, phones[-1][2], end))
+    words = [(w.label, w.start + offset, w.end + offset) for w in utterance.words]
+    return audio, phones, words, frames
+
+
+def _make_clip(
+    spec: ClipSpec, plan: CorpusPlan, clips_dir: Path, sources: _SpeechSources, renderer: object
+) -> float:
+    """Make one clip; returns its speech seconds."""
+    from safetensors.numpy import save_file
+
+    from engine.data.synth.render import AvatarRenderer
+    from engine.data.synth.visemes import controls_for_phones
+    from engine.speech.utterance import TimedSpan
+    from engine.video_file import write_mp4
+
+    assert isinstance(renderer, AvatarRenderer)
+    utterance = sources.utterance(spec)
+    audio, phones, words, frame_count = _pad_utterance(utterance, plan)
+    timeline = tuple(TimedSpan(label=p, start=s, end=e) for p, s, e in phones)
+    controls = controls_for_phones(timeline, frame_count, fps=FPS)
+    landmarks = np.zeros((frame_count, 478, 2), np.float32)
+
+    def frames() -> Iterator[np.ndarray]:
+        for index, (frame, points) in enumerate(renderer.render(controls.values, seed=spec.seed)):
+            landmarks[index] = points
+            yield frame
+
+    written = write_mp4(
+        clips_dir / f"{spec.clip_id}.mp4",
+        frames(),
+        fps=FPS,
+        audio=audio,
+        sample_rate=utterance.sample_rate,
+    )
+    if written != frame_count:
+        raise RuntimeError(f"{spec.clip_id}: rendered {written} frames, expected {frame_count}")
+    save_file(
+        {"landmarks": landmarks, "controls": controls.values.astype(np.float32)},
+        str(clips_dir / f"{spec.clip_id}.landmarks.safetensors"),
+        metadata={"controls": json.dumps(list(controls.names))},
+    )
+    sidecar = {
+        "clip_id": spec.clip_id,
+        "subject": SUBJECT,
+        "source": spec.source,
+        "voice": utterance.voice,
+        "split": spec.split,
+        "text": utterance.text,
+        "fps": FPS,
+        "frames": frame_count,
+        "sample_rate": utterance.sample_rate,
+        "duration": len(audio) / utterance.sample_rate,
+        "speech_seconds": utterance.duration,
+        "lead_silence": plan.lead_silence_s,
+        "phones": [[p, round(s, 5), round(e, 5)] for p, s, e in phones],
+        "words": [[w, round(s, 5), round(e, 5)] for w, s, e in words],
+        "spec": asdict(spec),
+    }
+    partial = clips_dir / f"{spec.clip_id}.json.partial"
+    partial.write_text(json.dumps(sidecar, indent=1))
+    partial.replace(clips_dir / f"{spec.clip_id}.json")
+    return utterance.duration
+
+
+def _worker_main(plan: CorpusPlan, clips_dir: Path, jobs: mp.Queue, results: mp.Queue) -> None:
+    """A worker process: one renderer and one set of voices, then clips until told to stop."""
+    import cv2
+
+    from engine.data.synth.render import AvatarRenderer
+
+    cv2.setNumThreads(1)
+    logging.basicConfig(level=logging.WARNING)
+    sources = _SpeechSources()
+    renderer = AvatarRenderer()
+    while True:
+        spec = jobs.get()
+        if spec is None:
+            return
+        try:
+            seconds = _make_clip(spec, plan, clips_dir, sources, renderer)
+            results.put((spec.clip_id, spec.source, seconds, ""))
+        except Exception as exc:  # reported per clip; the corpus goes on
+            log.exception("clip %s failed", spec.clip_id)
+            results.put((spec.clip_id, spec.source, 0.0, f"{type(exc).__name__}: {exc}"))
+
+
+def _existing_seconds(clips_dir: Path) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for sidecar in clips_dir.glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        seconds[meta["source"]] = seconds.get(meta["source"], 0.0) + float(meta["speech_seconds"])
+    return seconds
+
+
+def _run_specs(
+    specs: Sequence[ClipSpec], plan: CorpusPlan, clips_dir: Path, workers: int, progress: tqdm
+) -> list[str]:
+    """Make the given clips in ``workers`` processes; returns the error lines."""
+    context = mp.get_context("spawn")
+    jobs: mp.Queue = context.Queue()
+    results: mp.Queue = context.Queue()
+    for spec in specs:
+        jobs.put(spec)
+    processes = [
+        context.Process(target=_worker_main, args=(plan, clips_dir, jobs, results), daemon=True)
+        for _ in range(min(workers, len(specs)))
+    ]
+    for _ in processes:
+        jobs.put(None)
+    for process in processes:
+        process.start()
+    errors: list[str] = []
+    pending = len(specs)
+    try:
+        while pending:
+            try:
+                clip_id, _source, seconds, error = results.get(timeout=5.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in processes):
+                    raise PresenterError(
+                        "corpus workers stopped unexpectedly; see the log above"
+                    ) from None
+                continue
+            pending -= 1
+            progress.total = max(progress.total, progress.n + seconds / 60)
+            progress.update(seconds / 60)
+            if error:
+                errors.append(f"{clip_id}: {error}")
+                log.warning("clip %s failed: %s", clip_id, error)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    return errors
+
+
+def generate_corpus(
+    out_dir: Path, *, plan: CorpusPlan, workers: int | None = None
+) -> CorpusSummary:
+    """Generate (or finish) the corpus of ``plan`` in ``out_dir``; resumable."""
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    clips_dir = out_dir / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "corpus.json"
+    plan_record = asdict(plan)
+    if manifest.exists():
+        previous = json.loads(manifest.read_text()).get("plan")
+        if previous is not None and previous != json.loads(json.dumps(plan_record)):
+            raise PresenterError(
+                f"{out_dir} holds a corpus of another plan ({previous}); use a new --out folder"
+            )
+    manifest.write_text(json.dumps({"plan": plan_record}, indent=1))
+    workers = workers or os.cpu_count() or 1
+    targets = plan.minutes_by_source()
+    summary = CorpusSummary(out_dir=out_dir)
+    errors: list[str] = []
+    with tqdm(
+        total=round(plan.minutes, 2),
+        unit="min",
+        desc="corpus",
+        smoothing=0.05,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]",
+    ) as bar:
+        bar.update(sum(_existing_seconds(clips_dir).values()) / 60)
+        summary.clips_kept = len(list(clips_dir.glob("*.json")))
+        for round_index in range(4):
+            done = _existing_seconds(clips_dir)
+            missing = {s: targets[s] * 60 - done.get(s, 0.0) for s in targets}
+            if round_index and all(m <= 0.02 * targets[s] * 60 for s, m in missing.items()):
+                break
+            existing = frozenset(p.stem for p in clips_dir.glob("*.json"))
+            specs = [
+                spec
+                for spec in plan_clips(
+                    plan,
+                    round_index=round_index,
+                    # top-up rounds: only what each source still lacks
+                    seconds_by_source=(
+                        {s: m for s, m in missing.items() if m > 0} if round_index else None
+                    ),
+                    existing=existing,
+                )
+                if spec.clip_id not in existing
+            ]
+            if not specs:
+                continue
+            errors += _run_specs(specs, plan, clips_dir, workers, bar)
+            summary.clips_made += len(specs)
+    if errors:
+        log.warning("%d clips failed (first: %s)", len(errors), errors[0])
+    from engine.data.synth.coverage import corpus_coverage
+
+    coverage = corpus_coverage(out_dir)
+    summary.speech_minutes = {source: coverage.minutes(source) for source in coverage.phone_counts}
+    summary.wall_seconds = time.monotonic() - started
+    manifest.write_text(
+        json.dumps(
+            {
+                "plan": plan_record,
+                "coverage": coverage.to_json(),
+                "errors": errors,
+                "wall_seconds_last_run": summary.wall_seconds,
+            },
+            indent=1,
+        )
+    )
+    return summary
