@@ -37,7 +37,7 @@ HELDOUT_FRACTION = 0.1
 ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
 ESPEAK_HELDOUT_VOICE = "en-us+f3"
 # Average speech seconds per clip by source, used only to plan how many clips to make.
-_PLANNING_SECONDS_PER_CLIP = {"espeak": 3.6, "piper": 3.4, "human": 2.7}
+_PLANNING_SECONDS_PER_CLIP = {"espeak": 3.5, "piper": 5.0, "human": 2.7}
 
 
 @dataclass(frozen=True, kw_only=True)
