@@ -7,6 +7,7 @@ opens when the speech is loud, at zero lag.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import av
 import numpy as np
 import pytest
 
+from benchmarks.tracker_agreement import measure as tracker_agreement
 from engine.audio import resample
 from engine.data.prep.dataset import TalkingHeadDataset, clip_dir, read_header, read_track
 from engine.data.prep.pipeline import prepare
@@ -30,7 +32,6 @@ from engine.data.synth.preview import write_key_shapes, write_preview
 from engine.face3d import LIPS
 from engine.speech.phonemes import SILENCE
 from presenter.cli import main as cli_main
-from benchmarks.tracker_agreement import measure as tracker_agreement
 
 PLAN = CorpusPlan(minutes=0.3, seed=3)
 
@@ -83,7 +84,7 @@ def test_clip_files_agree_with_each_other(built: Built) -> None:
         phones = meta["phones"]
         assert phones[0][0] == phones[-1][0] == SILENCE
         assert phones[0][1] == 0.0 and phones[-1][2] == pytest.approx(meta["duration"], abs=1e-3)
-        for (_, _, end), (_, start, _) in zip(phones, phones[1:], strict=False):
+        for (_, _, end), (_, start, _) in itertools.pairwise(phones):
             assert start == pytest.approx(end, abs=1e-3)  # no gaps
 
 
@@ -117,8 +118,10 @@ def test_loader_returns_aligned_samples(built: Built) -> None:
 def _envelope_per_frame(audio: np.ndarray, rate: int, frames: int) -> np.ndarray:
     hop = rate / 25
     return np.array(
-        [np.sqrt(np.mean(audio[round(k * hop) : round((k + 1) * hop)] ** 2) + 1e-12)
-         for k in range(frames)]
+        [
+            np.sqrt(np.mean(audio[round(k * hop) : round((k + 1) * hop)] ** 2) + 1e-12)
+            for k in range(frames)
+        ]
     )
 
 
@@ -127,8 +130,9 @@ def test_tracked_mouth_follows_the_speech_at_zero_lag(built: Built) -> None:
     header = read_header(built.dataset)
     opening, loudness = [], []
     for clip in header.clips:
-        track = read_track(clip_dir(built.dataset, clip.id) / "track.safetensors",
-                           ["mouth_opening", "valid"])
+        track = read_track(
+            clip_dir(built.dataset, clip.id) / "track.safetensors", ["mouth_opening", "valid"]
+        )
         audio = np.zeros(0, np.float32)
         with av.open(str(built.corpus / "clips" / f"{clip.id}.mp4")) as container:
             stream = container.streams.audio[0]
@@ -139,9 +143,7 @@ def test_tracked_mouth_follows_the_speech_at_zero_lag(built: Built) -> None:
         loudness.append(np.log(envelope) - np.log(envelope).mean())
     opening_all, loudness_all = np.concatenate(opening), np.concatenate(loudness)
     lags = range(-4, 5)
-    correlation = [
-        np.corrcoef(np.roll(opening_all, -lag), loudness_all)[0, 1] for lag in lags
-    ]
+    correlation = [np.corrcoef(np.roll(opening_all, -lag), loudness_all)[0, 1] for lag in lags]
     best = list(lags)[int(np.argmax(correlation))]
     assert max(correlation) > 0.4, correlation
     assert abs(best) <= 1, (best, correlation)
@@ -163,9 +165,7 @@ def test_frames_and_preview_for_a_person(built: Built, test_output: Path) -> Non
         assert container.streams.audio and container.streams.video
         assert float(container.duration / av.time_base) == pytest.approx(10.0, abs=0.2)
     shapes = write_key_shapes(built.corpus, out)
-    assert {p.name for p in shapes} == {
-        "mouth-open-vowel.png", "mouth-f.png", "mouth-closed.png"
-    }
+    assert {p.name for p in shapes} == {"mouth-open-vowel.png", "mouth-f.png", "mouth-closed.png"}
     # the open vowel shows a dark mouth cavity; the closed mouth at most its lip seam
     from PIL import Image
 
@@ -173,8 +173,9 @@ def test_frames_and_preview_for_a_person(built: Built, test_output: Path) -> Non
         image = np.asarray(Image.open(path).convert("L"))
         return int((image[230:330, 200:310] < 50).sum())
 
-    open_dark, closed_dark = dark_pixels(out / "mouth-open-vowel.png"), dark_pixels(
-        out / "mouth-closed.png"
+    open_dark, closed_dark = (
+        dark_pixels(out / "mouth-open-vowel.png"),
+        dark_pixels(out / "mouth-closed.png"),
     )
     assert open_dark > 100 and closed_dark < 40 and open_dark > 5 * closed_dark
     shutil.copy(built.corpus / "corpus.json", out / "corpus.json")
@@ -183,7 +184,9 @@ def test_frames_and_preview_for_a_person(built: Built, test_output: Path) -> Non
 def test_lip_ground_truth_is_carried_into_crop_space(built: Built) -> None:
     header = read_header(built.dataset)
     clip = header.clips[0]
-    track = read_track(clip_dir(built.dataset, clip.id) / "track.safetensors",
-                       ["ground_truth_landmarks2d", "landmarks2d"])
+    track = read_track(
+        clip_dir(built.dataset, clip.id) / "track.safetensors",
+        ["ground_truth_landmarks2d", "landmarks2d"],
+    )
     lips_truth = track["ground_truth_landmarks2d"][:, list(LIPS)]
     assert np.all((lips_truth > 0) & (lips_truth < header.crop.size))
