@@ -40,7 +40,12 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="VOICE",
-        help="espeak-ng voices to use (e.g. en-us en-gb en-us+f3); default: a built-in mix",
+        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: a built-in mix",
+    )
+    synth.add_argument(
+        "--heldout-voice",
+        default="en-us+f3",
+        help="espeak-ng voice kept for evaluation only (default en-us+f3)",
     )
     synth.add_argument(
         "--sources",
@@ -84,6 +89,7 @@ def _run_data(args: argparse.Namespace) -> int:
             seed=args.seed,
             sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
             espeak_voices=tuple(args.voices) if args.voices else None,
+            espeak_heldout_voice=args.heldout_voice,
             human_share=args.human_share,
         )
         summary = generate_corpus(args.out, plan=plan, workers=args.workers)

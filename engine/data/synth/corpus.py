@@ -37,7 +37,7 @@ HELDOUT_FRACTION = 0.1
 ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
 ESPEAK_HELDOUT_VOICE = "en-us+f3"
 # Average speech seconds per clip by source, used only to plan how many clips to make.
-_PLANNING_SECONDS_PER_CLIP = {"espeak": 3.5, "piper": 5.0, "human": 2.7}
+_PLANNING_SECONDS_PER_CLIP = {"espeak": 4.2, "piper": 5.0, "human": 2.7}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +48,7 @@ class CorpusPlan:
     seed: int = 0
     sources: tuple[str, ...] = ("espeak", "piper", "human")
     espeak_voices: tuple[str, ...] | None = None
+    espeak_heldout_voice: str = ESPEAK_HELDOUT_VOICE
     human_share: float = 0.25
     piper_share: float = 0.25
     lead_silence_s: float = 0.4
@@ -63,6 +64,14 @@ class CorpusPlan:
             )
         if not 0 <= self.human_share <= 1 or not 0 <= self.piper_share <= 1:
             raise PresenterError("source shares must be between 0 and 1")
+        if self.espeak_heldout_voice in self.training_voices():
+            raise PresenterError(
+                f"the held-out voice {self.espeak_heldout_voice} is also a training voice; "
+                "choose another --heldout-voice"
+            )
+
+    def training_voices(self) -> tuple[str, ...]:
+        return self.espeak_voices or ESPEAK_TRAIN_VOICES
 
     def minutes_by_source(self) -> dict[str, float]:
         shares = {
@@ -145,9 +154,9 @@ def plan_clips(
         return int(np.ceil(wanted / _PLANNING_SECONDS_PER_CLIP[source])) if wanted > 0 else 0
 
     if seconds.get("espeak", 0) > 0:
-        voices = plan.espeak_voices or ESPEAK_TRAIN_VOICES
-        heldout_voice = ESPEAK_HELDOUT_VOICE if plan.espeak_voices is None else ""
-        heldout_count = count_for("espeak", HELDOUT_FRACTION) if heldout_voice else 0
+        voices = plan.training_voices()
+        heldout_voice = plan.espeak_heldout_voice
+        heldout_count = count_for("espeak", HELDOUT_FRACTION)
         train_count = count_for("espeak", 1.0) - heldout_count
         for split, count, texts, voice_choice in (
             ("train", train_count, train_sentences, voices),
@@ -412,6 +421,21 @@ def _run_specs(
     return errors
 
 
+def _plan_from_record(record: dict[str, object]) -> CorpusPlan:
+    """A plan as stored in corpus.json (fields added since take their defaults)."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+    return CorpusPlan(**values)  # type: ignore[arg-type]
+
+
+def _check_voices(voices: Sequence[str]) -> None:
+    """Fail before any work when an espeak-ng voice name is unknown."""
+    from engine.speech.espeak import EspeakLibrary
+
+    library = EspeakLibrary()
+    for voice in voices:
+        library.resolve_voice_name(voice)
+
+
 def generate_corpus(
     out_dir: Path, *, plan: CorpusPlan, workers: int | None = None
 ) -> CorpusSummary:
@@ -422,9 +446,11 @@ def generate_corpus(
     clips_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "corpus.json"
     plan_record = asdict(plan)
+    if "espeak" in plan.sources:
+        _check_voices((*plan.training_voices(), plan.espeak_heldout_voice))
     if manifest.exists():
         previous = json.loads(manifest.read_text()).get("plan")
-        if previous is not None and previous != json.loads(json.dumps(plan_record)):
+        if previous is not None and _plan_from_record(previous) != plan:
             raise PresenterError(
                 f"{out_dir} holds a corpus of another plan ({previous}); use a new --out folder"
             )

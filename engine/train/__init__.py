@@ -1,0 +1,1 @@
+"""Training: losses, loops (motion, generator, joint), logs, resumable checkpoints."""
