@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -20,7 +19,6 @@ import pytest
 from benchmarks.tracker_agreement import measure as tracker_agreement
 from engine.audio import resample
 from engine.data.prep.dataset import TalkingHeadDataset, clip_dir, read_header, read_track
-from engine.data.prep.pipeline import prepare
 from engine.data.synth.corpus import (
     ESPEAK_HELDOUT_VOICE,
     CorpusPlan,
@@ -32,37 +30,24 @@ from engine.data.synth.preview import write_key_shapes, write_preview
 from engine.face3d import LIPS
 from engine.speech.phonemes import SILENCE
 from presenter.cli import main as cli_main
+from tests.conftest import SMALL_CORPUS_PLAN, SmallDataset
 
-PLAN = CorpusPlan(minutes=0.3, seed=3)
-
-
-@dataclass
-class Built:
-    corpus: Path
-    dataset: Path
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    root = tmp_path_factory.mktemp("corpus")
-    generate_corpus(root / "corpus", plan=PLAN, workers=2)
-    prepare([root / "corpus" / "clips"], root / "dataset", workers=1)
-    return Built(corpus=root / "corpus", dataset=root / "dataset")
+PLAN = SMALL_CORPUS_PLAN
 
 
 def _sidecars(corpus: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((corpus / "clips").glob("*.json"))]
 
 
-def test_every_source_and_split_is_present(built: Built) -> None:
-    coverage = corpus_coverage(built.corpus)
+def test_every_source_and_split_is_present(small_dataset: SmallDataset) -> None:
+    coverage = corpus_coverage(small_dataset.corpus)
     assert {source for source, _ in coverage.seconds} == {"espeak", "piper", "human"}
     assert {split for _, split in coverage.seconds} == {"train", "heldout"}
     assert coverage.minutes() >= PLAN.minutes * 0.9
 
 
-def test_heldout_voice_and_sentences_are_not_trained_on(built: Built) -> None:
-    sidecars = _sidecars(built.corpus)
+def test_heldout_voice_and_sentences_are_not_trained_on(small_dataset: SmallDataset) -> None:
+    sidecars = _sidecars(small_dataset.corpus)
     train_texts = {m["text"] for m in sidecars if m["split"] == "train"}
     for meta in sidecars:
         if meta["split"] == "heldout":
@@ -71,9 +56,9 @@ def test_heldout_voice_and_sentences_are_not_trained_on(built: Built) -> None:
             assert (ESPEAK_HELDOUT_VOICE in meta["voice"]) == (meta["split"] == "heldout")
 
 
-def test_clip_files_agree_with_each_other(built: Built) -> None:
-    for meta in _sidecars(built.corpus):
-        name = built.corpus / "clips" / meta["clip_id"]
+def test_clip_files_agree_with_each_other(small_dataset: SmallDataset) -> None:
+    for meta in _sidecars(small_dataset.corpus):
+        name = small_dataset.corpus / "clips" / meta["clip_id"]
         with av.open(str(name.with_suffix(".mp4"))) as container:
             video, audio = container.streams.video[0], container.streams.audio[0]
             assert (video.width, video.height) == (512, 512)
@@ -88,26 +73,28 @@ def test_clip_files_agree_with_each_other(built: Built) -> None:
             assert start == pytest.approx(end, abs=1e-3)  # no gaps
 
 
-def test_generation_is_resumable(built: Built) -> None:
-    before = {p.name: p.stat().st_mtime for p in (built.corpus / "clips").iterdir()}
-    summary = generate_corpus(built.corpus, plan=PLAN, workers=2)
+def test_generation_is_resumable(small_dataset: SmallDataset) -> None:
+    before = {p.name: p.stat().st_mtime for p in (small_dataset.corpus / "clips").iterdir()}
+    summary = generate_corpus(small_dataset.corpus, plan=PLAN, workers=2)
     assert summary.clips_made == 0
-    assert {p.name: p.stat().st_mtime for p in (built.corpus / "clips").iterdir()} == before
+    assert {p.name: p.stat().st_mtime for p in (small_dataset.corpus / "clips").iterdir()} == before
 
 
-def test_plan_is_deterministic_and_a_different_plan_is_refused(built: Built) -> None:
+def test_plan_is_deterministic_and_a_different_plan_is_refused(small_dataset: SmallDataset) -> None:
     assert plan_clips(PLAN) == plan_clips(CorpusPlan(minutes=0.3, seed=3))
     assert plan_clips(PLAN) != plan_clips(CorpusPlan(minutes=0.3, seed=4))
-    code = cli_main(["data", "synth", "--out", str(built.corpus), "--minutes", "0.5"])
+    code = cli_main(["data", "synth", "--out", str(small_dataset.corpus), "--minutes", "0.5"])
     assert code == 2
 
 
-def test_loader_returns_aligned_samples(built: Built) -> None:
-    header = read_header(built.dataset)
+def test_loader_returns_aligned_samples(small_dataset: SmallDataset) -> None:
+    header = read_header(small_dataset.dataset)
     assert {c.meta["source"] for c in header.clips} == {"espeak", "piper", "human"}
     assert not header.rejected
-    train = TalkingHeadDataset(built.dataset, "train", mel_past_ms=200, mel_future_ms=80)
-    heldout = TalkingHeadDataset(built.dataset, "heldout", mel_past_ms=200, mel_future_ms=80)
+    train = TalkingHeadDataset(small_dataset.dataset, "train", mel_past_ms=200, mel_future_ms=80)
+    heldout = TalkingHeadDataset(
+        small_dataset.dataset, "heldout", mel_past_ms=200, mel_future_ms=80
+    )
     assert len(train) > 0 and len(heldout) > 0
     sample = train[len(train) // 2]
     assert sample["mel"].shape == (20 + 1 + 8, 80)
@@ -125,16 +112,17 @@ def _envelope_per_frame(audio: np.ndarray, rate: int, frames: int) -> np.ndarray
     )
 
 
-def test_tracked_mouth_follows_the_speech_at_zero_lag(built: Built) -> None:
+def test_tracked_mouth_follows_the_speech_at_zero_lag(small_dataset: SmallDataset) -> None:
     """Through render, mp4 muxing, decoding and tracking: lips move with the sound, in sync."""
-    header = read_header(built.dataset)
+    header = read_header(small_dataset.dataset)
     opening, loudness = [], []
     for clip in header.clips:
         track = read_track(
-            clip_dir(built.dataset, clip.id) / "track.safetensors", ["mouth_opening", "valid"]
+            clip_dir(small_dataset.dataset, clip.id) / "track.safetensors",
+            ["mouth_opening", "valid"],
         )
         audio = np.zeros(0, np.float32)
-        with av.open(str(built.corpus / "clips" / f"{clip.id}.mp4")) as container:
+        with av.open(str(small_dataset.corpus / "clips" / f"{clip.id}.mp4")) as container:
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate
             audio = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
@@ -149,22 +137,22 @@ def test_tracked_mouth_follows_the_speech_at_zero_lag(built: Built) -> None:
     assert abs(best) <= 1, (best, correlation)
 
 
-def test_tracker_agrees_with_the_rig(built: Built) -> None:
-    result = tracker_agreement(built.dataset)
-    assert result["clips"] == len(read_header(built.dataset).clips)
+def test_tracker_agrees_with_the_rig(small_dataset: SmallDataset) -> None:
+    result = tracker_agreement(small_dataset.dataset)
+    assert result["clips"] == len(read_header(small_dataset.dataset).clips)
     # acceptance goal is 2 px at 256; on this small corpus allow a margin for sampling
     assert result["all"]["mean_px"] < 3.0, result["all"]
 
 
-def test_frames_and_preview_for_a_person(built: Built, test_output: Path) -> None:
+def test_frames_and_preview_for_a_person(small_dataset: SmallDataset, test_output: Path) -> None:
     out = test_output / "corpus"
     out.mkdir(exist_ok=True)
-    seconds = write_preview(built.corpus, out / "preview.mp4", seconds=10)
+    seconds = write_preview(small_dataset.corpus, out / "preview.mp4", seconds=10)
     assert seconds == pytest.approx(10.0, abs=0.05)
     with av.open(str(out / "preview.mp4")) as container:
         assert container.streams.audio and container.streams.video
         assert float(container.duration / av.time_base) == pytest.approx(10.0, abs=0.2)
-    shapes = write_key_shapes(built.corpus, out)
+    shapes = write_key_shapes(small_dataset.corpus, out)
     assert {p.name for p in shapes} == {"mouth-open-vowel.png", "mouth-f.png", "mouth-closed.png"}
     # the open vowel shows a dark mouth cavity; the closed mouth at most its lip seam
     from PIL import Image
@@ -178,14 +166,14 @@ def test_frames_and_preview_for_a_person(built: Built, test_output: Path) -> Non
         dark_pixels(out / "mouth-closed.png"),
     )
     assert open_dark > 100 and closed_dark < 40 and open_dark > 5 * closed_dark
-    shutil.copy(built.corpus / "corpus.json", out / "corpus.json")
+    shutil.copy(small_dataset.corpus / "corpus.json", out / "corpus.json")
 
 
-def test_lip_ground_truth_is_carried_into_crop_space(built: Built) -> None:
-    header = read_header(built.dataset)
+def test_lip_ground_truth_is_carried_into_crop_space(small_dataset: SmallDataset) -> None:
+    header = read_header(small_dataset.dataset)
     clip = header.clips[0]
     track = read_track(
-        clip_dir(built.dataset, clip.id) / "track.safetensors",
+        clip_dir(small_dataset.dataset, clip.id) / "track.safetensors",
         ["ground_truth_landmarks2d", "landmarks2d"],
     )
     lips_truth = track["ground_truth_landmarks2d"][:, list(LIPS)]
