@@ -427,13 +427,29 @@ def _plan_from_record(record: dict[str, object]) -> CorpusPlan:
     return CorpusPlan(**values)  # type: ignore[arg-type]
 
 
-def _check_voices(voices: Sequence[str]) -> None:
-    """Fail before any work when an espeak-ng voice name is unknown."""
-    from engine.speech.espeak import EspeakLibrary
+def _check_sources(plan: CorpusPlan) -> None:
+    """Fail before any work when a source of the plan cannot be used here (clear message)."""
+    try:
+        if "espeak" in plan.sources:
+            from engine.speech.espeak import EspeakLibrary
 
-    library = EspeakLibrary()
-    for voice in voices:
-        library.resolve_voice_name(voice)
+            library = EspeakLibrary()
+            for voice in (*plan.training_voices(), plan.espeak_heldout_voice):
+                library.resolve_voice_name(voice)
+        if "piper" in plan.sources:
+            from engine.speech.piper_voice import default_voice_path
+
+            default_voice_path()
+            import piper  # noqa: F401 - only checks that the optional extra is installed
+        if "human" in plan.sources:
+            from engine.speech.recordings import list_prompts
+
+            list_prompts()
+    except ImportError as exc:
+        raise PresenterError(
+            f"speech source unavailable ({exc}); install the extra or leave the source out "
+            "with --sources"
+        ) from exc
 
 
 def generate_corpus(
@@ -446,8 +462,7 @@ def generate_corpus(
     clips_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "corpus.json"
     plan_record = asdict(plan)
-    if "espeak" in plan.sources:
-        _check_voices((*plan.training_voices(), plan.espeak_heldout_voice))
+    _check_sources(plan)
     if manifest.exists():
         previous = json.loads(manifest.read_text()).get("plan")
         if previous is not None and _plan_from_record(previous) != plan:
@@ -459,14 +474,15 @@ def generate_corpus(
     targets = plan.minutes_by_source()
     summary = CorpusSummary(out_dir=out_dir)
     errors: list[str] = []
+    existing_minutes = sum(_existing_seconds(clips_dir).values()) / 60
     with tqdm(
-        total=round(plan.minutes, 2),
+        total=round(max(plan.minutes, existing_minutes), 2),
         unit="min",
         desc="corpus",
         smoothing=0.05,
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}]",
     ) as bar:
-        bar.update(sum(_existing_seconds(clips_dir).values()) / 60)
+        bar.update(existing_minutes)
         summary.clips_kept = len(list(clips_dir.glob("*.json")))
         for round_index in range(4):
             done = _existing_seconds(clips_dir)
