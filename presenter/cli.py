@@ -77,7 +77,48 @@ def _build_parser() -> argparse.ArgumentParser:
 
     stats = data_commands.add_parser("stats", help="phoneme coverage and minutes of a corpus")
     stats.add_argument("corpus", type=Path, help="a folder written by `data synth`")
+
+    train = commands.add_parser("train", help="train the motion model or the generator")
+    train.add_argument("stage", choices=("motion", "generator"), help="what to train")
+    train.add_argument("--data", type=Path, required=True, help="a dataset from `data prep`")
+    train.add_argument(
+        "--out",
+        required=True,
+        help="run folder (a bare name goes under $PRESENTER_HOME/runs); rerun to resume",
+    )
+    train.add_argument("--steps", type=int, default=None, help="training steps")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     return parser
+
+
+def _run_folder(out: str) -> Path:
+    from engine.weights import presenter_home
+
+    path = Path(out)
+    return path if len(path.parts) > 1 or path.is_absolute() else presenter_home() / "runs" / out
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    out = _run_folder(args.out)
+    steps = {"steps": args.steps} if args.steps else {}
+    if args.stage == "motion":
+        from engine.train.motion import MotionTrainConfig, train_motion
+
+        checkpoint = train_motion(
+            MotionTrainConfig(data_dir=args.data, out_dir=out, seed=args.seed, **steps)
+        )
+    else:
+        from engine.train.generator import GeneratorTrainConfig, train_generator
+
+        checkpoint = train_generator(
+            GeneratorTrainConfig(dataset=args.data, output=out, seed=args.seed, **steps)
+        )
+    log.info("trained %s: %s", args.stage, checkpoint)
+    return 0
 
 
 def _run_data(args: argparse.Namespace) -> int:
@@ -137,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "data":
             return _run_data(args)
+        if args.command == "train":
+            return _run_train(args)
     except PresenterError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

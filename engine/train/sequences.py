@@ -1,0 +1,244 @@
+"""Sequences of consecutive frames for training the motion model: log-mel and dynamics only.
+
+Every clip of a split is held in memory as its log-mel (M, num_mels), dynamics coefficients
+(T, K), valid mask and a per-frame silence flag (the phone at the frame centre is ``SIL``,
+or the frame lies past the last aligned phone). A few minutes of data take a few MB, so
+batches are cut with numpy slicing, without a DataLoader.
+
+A training sequence of ``L`` frames may start up to ``edge_frames`` before the clip or end
+up to ``edge_frames`` after it: those frames get silent audio (the log floor, exactly what
+the mel of digital silence is) and the dynamics of the nearest clip frame, and are used only
+when that clip frame is itself silence. This shows the model more closed-mouth silence than
+the 0.4 s lead and 0.5 s tail of each clip alone would, and teaches it that audio that
+stops means a mouth at rest.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.data.prep.dataset import SPLITS, TRACK_NAME, clip_dir, read_header, read_track
+from engine.errors import PresenterError
+from engine.motion import MotionConfig, slice_mel
+from engine.speech.phonemes import SILENCE
+
+
+def silence_frames(phones: Sequence[Sequence[Any]], frames: int, fps: int) -> np.ndarray:
+    """(frames,) bool: the phone at the centre of each video frame is silence, or the
+    centre lies outside every aligned phone. All False when there is no alignment."""
+    if not phones:
+        return np.zeros(frames, dtype=bool)
+    centres = (np.arange(frames) + 0.5) / fps
+    silent = np.ones(frames, dtype=bool)
+    for label, start, end in phones:
+        if str(label) != SILENCE:
+            silent[(centres >= float(start)) & (centres < float(end))] = False
+    return silent
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipSequence:
+    """One clip's arrays."""
+
+    id: str
+    subject: str
+    voice: str
+    source: str
+    mel: np.ndarray  # (M, num_mels) float32 raw log-mel
+    coefficients: np.ndarray  # (T, K) float32
+    valid: np.ndarray  # (T,) bool
+    silence: np.ndarray  # (T,) bool
+
+    @property
+    def frames(self) -> int:
+        return int(self.coefficients.shape[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class MotionBatch:
+    """``mel`` (B, W + mel_per_frame * (L - 1), num_mels) raw log-mel covering the windows
+    of L frames; ``target`` (B, L, K); ``valid`` and ``silence`` (B, L) bool; ``reference``
+    (B, R, K) style reference dynamics with ``reference_mask`` (B, R) bool."""
+
+    mel: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor
+    silence: torch.Tensor
+    reference: torch.Tensor
+    reference_mask: torch.Tensor
+    subjects: tuple[str, ...]
+
+
+class MotionSequences:
+    """The clips of one split of a prepared dataset, for sequence training and evaluation."""
+
+    def __init__(self, root: str | Path, split: str, config: MotionConfig) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        self.config = config
+        self.header = read_header(self.root)
+        mel_config = self.header.mel
+        if mel_config.num_mels != config.num_mels or mel_config.hop_ms != config.mel_hop_ms:
+            raise PresenterError(
+                f"the dataset's mel ({mel_config.num_mels} bins, {mel_config.hop_ms} ms hop) "
+                f"does not match the motion config ({config.num_mels}, {config.mel_hop_ms} ms)"
+            )
+        if self.header.fps != config.fps:
+            raise PresenterError(f"the dataset is {self.header.fps} fps, the model {config.fps}")
+        # The log-mel of digital silence, as the float32 the mel arrays hold.
+        self.silence_value = float(np.float32(np.log(mel_config.log_floor)))
+        clips: list[ClipSequence] = []
+        for entry in self.header.clips_in(split):
+            track = read_track(
+                clip_dir(self.root, entry.id) / TRACK_NAME, ["mel", "coefficients", "valid"]
+            )
+            coefficients = np.asarray(track["coefficients"], dtype=np.float32)
+            if coefficients.shape[1] != config.num_coefficients:
+                raise PresenterError(
+                    f"clip {entry.id} has {coefficients.shape[1]} dynamics coefficients, the "
+                    f"model {config.num_coefficients}; prepare the dataset again"
+                )
+            meta = entry.meta
+            clips.append(
+                ClipSequence(
+                    id=entry.id,
+                    subject=entry.subject,
+                    voice=str(meta.get("voice", "")),
+                    source=str(meta.get("source", "video")),
+                    mel=np.asarray(track["mel"], dtype=np.float32),
+                    coefficients=coefficients,
+                    valid=np.asarray(track["valid"], dtype=bool),
+                    silence=silence_frames(meta.get("phones", []), entry.frames, self.header.fps),
+                )
+            )
+        self.clips = tuple(clips)
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for number, clip in enumerate(self.clips):
+            groups[(clip.subject, clip.voice)].append(number)
+        self._style_groups = {key: tuple(value) for key, value in groups.items()}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def total_frames(self) -> int:
+        return sum(clip.frames for clip in self.clips)
+
+    def minutes_by_source(self) -> dict[str, float]:
+        minutes: dict[str, float] = defaultdict(float)
+        for clip in self.clips:
+            minutes[clip.source] += clip.frames / self.header.fps / 60.0
+        return {source: round(value, 3) for source, value in sorted(minutes.items())}
+
+    def coefficient_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation (K,) of the coefficients over the valid frames."""
+        stacked = np.concatenate([clip.coefficients[clip.valid] for clip in self.clips])
+        if stacked.shape[0] < 2:
+            raise PresenterError(f"the {self.split} split has fewer than two valid frames")
+        return stacked.mean(axis=0), np.maximum(stacked.std(axis=0), 1e-6)
+
+    def sequence(
+        self, clip_number: int, first: int, frames: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Mel span, targets (frames, K), valid and silence (frames,) of ``frames`` frames
+        from ``first`` (which may reach past either end of the clip, see the module doc)."""
+        clip = self.clips[clip_number]
+        start, stop = self.config.mel_range(first, frames)
+        mel = slice_mel(clip.mel, start, stop, silence=self.silence_value)
+        wanted = np.arange(first, first + frames)
+        nearest = np.clip(wanted, 0, clip.frames - 1)
+        outside = (wanted < 0) | (wanted >= clip.frames)
+        valid = clip.valid[nearest] & (~outside | clip.silence[nearest])
+        silence = clip.silence[nearest] | outside
+        return mel, clip.coefficients[nearest], valid, silence
+
+    def reference(self, clip_number: int, start: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, K) coefficients and (frames,) mask of a reference segment, zero-padded
+        (mask False) past the end of the clip."""
+        clip = self.clips[clip_number]
+        coefficients = np.zeros((frames, self.config.num_coefficients), dtype=np.float32)
+        mask = np.zeros(frames, dtype=bool)
+        stop = min(start + frames, clip.frames)
+        coefficients[: stop - start] = clip.coefficients[start:stop]
+        mask[: stop - start] = clip.valid[start:stop]
+        return coefficients, mask
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        *,
+        batch_size: int,
+        frames: int,
+        edge_frames: int,
+        style_frames: tuple[int, int],
+    ) -> MotionBatch:
+        """A random batch: sequence starts uniform over every start within ``edge_frames``
+        of the clips; the style reference is a segment of ``style_frames`` (min, max) frames
+        of a clip with the same subject and voice, outside the target sequence when the
+        clip is long enough."""
+        if not self.clips:
+            raise PresenterError(f"the {self.split} split has no clips")
+        starts_per_clip = np.array(
+            [max(clip.frames - frames, 0) + 1 + 2 * edge_frames for clip in self.clips]
+        )
+        clip_probability = starts_per_clip / starts_per_clip.sum()
+        style_min, style_max = style_frames
+        mels, targets, valids, silences, references, masks, subjects = [], [], [], [], [], [], []
+        for _ in range(batch_size):
+            clip_number = int(rng.choice(len(self.clips), p=clip_probability))
+            clip = self.clips[clip_number]
+            first = int(rng.integers(starts_per_clip[clip_number])) - edge_frames
+            mel, target, valid, silence = self.sequence(clip_number, first, frames)
+            group = self._style_groups[(clip.subject, clip.voice)]
+            reference_number = int(group[rng.integers(len(group))])
+            length = int(rng.integers(style_min, style_max + 1))
+            start = self._reference_start(
+                rng, reference_number, clip_number, target=(first, frames), length=length
+            )
+            reference, mask = self.reference(reference_number, start, style_max)
+            mask[length:] = False
+            mels.append(mel)
+            targets.append(target)
+            valids.append(valid)
+            silences.append(silence)
+            references.append(reference)
+            masks.append(mask)
+            subjects.append(clip.subject)
+        return MotionBatch(
+            mel=torch.from_numpy(np.stack(mels)),
+            target=torch.from_numpy(np.stack(targets)),
+            valid=torch.from_numpy(np.stack(valids)),
+            silence=torch.from_numpy(np.stack(silences)),
+            reference=torch.from_numpy(np.stack(references)),
+            reference_mask=torch.from_numpy(np.stack(masks)),
+            subjects=tuple(subjects),
+        )
+
+    def _reference_start(
+        self,
+        rng: np.random.Generator,
+        reference_number: int,
+        clip_number: int,
+        *,
+        target: tuple[int, int],
+        length: int,
+    ) -> int:
+        first, frames = target
+        total = self.clips[reference_number].frames
+        latest = max(total - length, 0)
+        if reference_number != clip_number:
+            return int(rng.integers(latest + 1))
+        # Same clip: prefer a segment that does not overlap the target frames.
+        starts = np.arange(latest + 1)
+        apart = starts[(starts + length <= first) | (starts >= first + frames)]
+        pool = apart if apart.size else starts
+        return int(pool[rng.integers(pool.size)])
