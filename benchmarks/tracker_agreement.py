@@ -21,22 +21,11 @@ import numpy as np
 from engine.data.prep.dataset import clip_dir, read_header, read_track
 from engine.errors import PresenterError
 from engine.face3d import LIPS, LIPS_INNER, LIPS_OUTER
-from engine.speech.phonemes import PHONE_TO_VISEME, SILENCE, VISEMES
+from engine.speech.phonemes import PHONE_TO_VISEME, VISEMES, phone_per_frame
 
 log = logging.getLogger(__name__)
 
 REFERENCE_CROP = 256
-
-
-def _viseme_per_frame(phones: list[list[object]], frames: int, fps: int) -> list[str]:
-    """The viseme of the phone at each frame's centre time."""
-    centres = (np.arange(frames) + 0.5) / fps
-    labels = [SILENCE] * frames
-    for label, start, end in phones:
-        inside = (centres >= float(start)) & (centres < float(end))  # type: ignore[arg-type]
-        for index in np.flatnonzero(inside):
-            labels[index] = str(label)
-    return [PHONE_TO_VISEME[label] for label in labels]
 
 
 def measure(data_dir: Path) -> dict[str, object]:
@@ -68,7 +57,8 @@ def measure(data_dir: Path) -> dict[str, object]:
         inner_all.append(error[:, list(LIPS_INNER)].mean(axis=1)[usable])
         per_frame_all.append(per_frame)
         by_group[f"{clip.meta.get('source', 'video')}/{clip.split}"].append(per_frame)
-        visemes = np.array(_viseme_per_frame(clip.meta["phones"], clip.frames, header.fps))
+        phones = phone_per_frame(clip.meta["phones"], clip.frames, header.fps)
+        visemes = np.array([PHONE_TO_VISEME[p] for p in phones])
         for viseme in VISEMES:
             by_viseme[viseme].append(
                 error[:, list(LIPS)].mean(axis=1)[usable & (visemes == viseme)]

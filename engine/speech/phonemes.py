@@ -7,7 +7,10 @@ Visemes are the 15 standard ones (sil, PP, FF, TH, DD, kk, CH, SS, nn, RR, aa, E
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
+
+import numpy as np
 
 SILENCE: Final = "SIL"
 
@@ -69,3 +72,16 @@ def normalise_arpabet(phone: str) -> str:
 def viseme_of(phone: str) -> str:
     """The viseme of a phone of this set (``normalise_arpabet`` first if it has stress)."""
     return PHONE_TO_VISEME[phone]
+
+
+def phone_per_frame(phones: Sequence[Sequence[object]], frames: int, fps: float) -> np.ndarray:
+    """(frames,) str array: the phone at the centre time (k + 0.5) / fps of each video frame.
+
+    ``phones`` are (label, start_s, end_s) triples; frames whose centre lies outside every
+    phone are ``SIL``.
+    """
+    centres = (np.arange(frames) + 0.5) / fps
+    labels = np.full(frames, SILENCE, dtype=object)
+    for label, start, end in phones:
+        labels[(centres >= float(start)) & (centres < float(end))] = str(label)  # type: ignore[arg-type]
+    return labels

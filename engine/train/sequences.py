@@ -27,7 +27,7 @@ import torch
 from engine.data.prep.dataset import SPLITS, TRACK_NAME, clip_dir, read_header, read_track
 from engine.errors import PresenterError
 from engine.motion import MotionConfig, slice_mel
-from engine.speech.phonemes import SILENCE
+from engine.speech.phonemes import SILENCE, phone_per_frame
 
 
 def silence_frames(phones: Sequence[Sequence[Any]], frames: int, fps: int) -> np.ndarray:
@@ -35,12 +35,7 @@ def silence_frames(phones: Sequence[Sequence[Any]], frames: int, fps: int) -> np
     centre lies outside every aligned phone. All False when there is no alignment."""
     if not phones:
         return np.zeros(frames, dtype=bool)
-    centres = (np.arange(frames) + 0.5) / fps
-    silent = np.ones(frames, dtype=bool)
-    for label, start, end in phones:
-        if str(label) != SILENCE:
-            silent[(centres >= float(start)) & (centres < float(end))] = False
-    return silent
+    return np.asarray(phone_per_frame(phones, frames, fps) == SILENCE, dtype=bool)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -153,44 +154,34 @@ def plan_clips(
         wanted = seconds.get(source, 0.0) * fraction
         return int(np.ceil(wanted / _PLANNING_SECONDS_PER_CLIP[source])) if wanted > 0 else 0
 
-    if seconds.get("espeak", 0) > 0:
-        voices = plan.training_voices()
-        heldout_voice = plan.espeak_heldout_voice
-        heldout_count = count_for("espeak", HELDOUT_FRACTION)
-        train_count = count_for("espeak", 1.0) - heldout_count
-        for split, count, texts, voice_choice in (
-            ("train", train_count, train_sentences, voices),
-            ("heldout", heldout_count, heldout_sentences, (heldout_voice,)),
-        ):
-            for index, text in enumerate(texts.take(count)):
-                specs.append(
-                    ClipSpec(
-                        clip_id=f"espeak-{split}-{tag}{index:05d}",
-                        source="espeak",
-                        split=split,
-                        seed=_stable_hash(plan.seed, "espeak", split, round_index, index),
-                        text=text,
-                        espeak_voice=str(voice_choice[index % len(voice_choice)]),
-                        rate_wpm=int(rng.integers(145, 196)),
-                        pitch=int(rng.integers(35, 66)),
-                    )
-                )
-    if seconds.get("piper", 0) > 0:
-        heldout_count = count_for("piper", HELDOUT_FRACTION)
-        train_count = count_for("piper", 1.0) - heldout_count
+    for source in ("espeak", "piper"):
+        if seconds.get(source, 0) <= 0:
+            continue
+        heldout_count = count_for(source, HELDOUT_FRACTION)
+        train_count = count_for(source, 1.0) - heldout_count
         for split, count, texts in (
             ("train", train_count, train_sentences),
             ("heldout", heldout_count, heldout_sentences),
         ):
+            voices = plan.training_voices() if split == "train" else (plan.espeak_heldout_voice,)
             for index, text in enumerate(texts.take(count)):
+                voice_settings: dict[str, Any] = (
+                    {
+                        "espeak_voice": voices[index % len(voices)],
+                        "rate_wpm": int(rng.integers(145, 196)),
+                        "pitch": int(rng.integers(35, 66)),
+                    }
+                    if source == "espeak"
+                    else {"length_scale": float(rng.uniform(0.9, 1.15))}
+                )
                 specs.append(
                     ClipSpec(
-                        clip_id=f"piper-{split}-{tag}{index:05d}",
-                        source="piper",
+                        clip_id=f"{source}-{split}-{tag}{index:05d}",
+                        source=source,
                         split=split,
-                        seed=_stable_hash(plan.seed, "piper", split, round_index, index),
+                        seed=_stable_hash(plan.seed, source, split, round_index, index),
                         text=text,
-                        length_scale=float(rng.uniform(0.9, 1.15)),
+                        **voice_settings,
                     )
                 )
     if seconds.get("human", 0) > 0:

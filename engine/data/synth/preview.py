@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from engine.audio import resample
 from engine.errors import PresenterError
-from engine.speech.phonemes import PHONE_TO_VISEME
+from engine.speech.phonemes import PHONE_TO_VISEME, phone_per_frame
 from engine.video_file import write_mp4
 
 PREVIEW_RATE = 22050
@@ -80,10 +80,8 @@ def key_shape_frames(corpus_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
         with safe_open(str(rig_path), framework="numpy") as handle:
             control_names = json.loads((handle.metadata() or {})["controls"])
         controls = load_file(str(rig_path))["controls"]
-        centres = (np.arange(meta["frames"]) + 0.5) / meta["fps"]
-        visemes = np.array(["sil"] * meta["frames"], dtype=object)
-        for label, start, end in meta["phones"]:
-            visemes[(centres >= start) & (centres < end)] = PHONE_TO_VISEME[label]
+        phones = phone_per_frame(meta["phones"], meta["frames"], meta["fps"])
+        visemes = np.array([PHONE_TO_VISEME[p] for p in phones])
         for shape, viseme, control in KEY_SHAPES:
             column = controls[:, control_names.index(control)].astype(np.float64)
             column[visemes != viseme] = -np.inf
