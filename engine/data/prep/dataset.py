@@ -375,6 +375,11 @@ class TalkingHeadDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return int(self._index.shape[0])
 
+    @property
+    def sample_clips(self) -> np.ndarray:
+        """(len,) int: the clip number (index into ``clips``) of every sample."""
+        return self._index[:, 0]
+
     def set_epoch(self, epoch: int) -> None:
         """Changes which reference frames are drawn (deterministic per epoch)."""
         self.epoch = epoch
