@@ -467,7 +467,7 @@ def generate_corpus(
     errors: list[str] = []
     existing_minutes = sum(_existing_seconds(clips_dir).values()) / 60
     with tqdm(
-        total=round(max(plan.minutes, existing_minutes), 2),
+        total=max(plan.minutes, existing_minutes),
         unit="min",
         desc="corpus",
         smoothing=0.05,
