@@ -687,15 +687,7 @@ class FaceRig:
         inside = np.flatnonzero(self.region_radius(local) < 0.95)
         riders = np.setdiff1d(self.inner_ids, self.lip_ids)  # inner landmarks ride along
         inside = inside[~np.isin(inside, riders)]
-        lateral, up, down = config.region_axes
-        angles = np.linspace(0.0, 2.0 * math.pi, 2048, endpoint=False)
-        rim = np.stack(
-            [
-                lateral * width * np.cos(angles),
-                np.where(np.sin(angles) < 0.0, up, down) * width * np.sin(angles),
-            ],
-            axis=1,
-        )
+        rim = _egg_rim(width, config.region_axes, samples=2048)
         anchors = _resample_closed(rim, config.anchor_spacing_px)
         ids = np.concatenate([inside, np.full(len(anchors), -1)])
         points_local = np.concatenate([local[inside], anchors])
@@ -719,15 +711,7 @@ class FaceRig:
         corners = self.source_landmarks[[rings["upper"][0], rings["upper"][-1]]]
         centre = corners.mean(axis=0)
         half_width = 0.5 * float(np.linalg.norm(corners[1] - corners[0]))
-        lateral, up, down = config.eye_region_axes
-        angles = np.linspace(0.0, 2.0 * math.pi, 1024, endpoint=False)
-        rim = np.stack(
-            [
-                lateral * half_width * np.cos(angles),
-                np.where(np.sin(angles) < 0.0, up, down) * half_width * np.sin(angles),
-            ],
-            axis=1,
-        )
+        rim = _egg_rim(half_width, config.eye_region_axes, samples=1024)
         rim = _resample_closed(rim, config.anchor_spacing_px * 0.8)
         anchors = centre + rim[:, 0:1] * self.axis_x[None, :] + rim[:, 1:2] * self.axis_y[None, :]
         all_points = np.concatenate([self.source_landmarks[ids], anchors])
@@ -799,6 +783,20 @@ class FaceRig:
             hole=hole, side=side_of, source_edges=(points[grid[-1, 0]], points[grid[-1, 1]]),
             roi=roi,
         )  # fmt: skip
+
+
+def _egg_rim(half_width: float, axes: tuple[float, float, float], *, samples: int) -> np.ndarray:
+    """(samples, 2) points of a closed rim around the origin: ``axes`` = (lateral, up, down)
+    radii in units of ``half_width`` (image y grows downwards, so "up" is negative y)."""
+    lateral, up, down = axes
+    angles = np.linspace(0.0, 2.0 * math.pi, samples, endpoint=False)
+    return np.stack(
+        [
+            lateral * half_width * np.cos(angles),
+            np.where(np.sin(angles) < 0.0, up, down) * half_width * np.sin(angles),
+        ],
+        axis=1,
+    )
 
 
 def lip_landmarks(landmarks: np.ndarray) -> np.ndarray:
