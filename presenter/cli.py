@@ -103,6 +103,10 @@ def _run_train(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if not (args.data / "dataset.json").is_file():
+        raise PresenterError(
+            f"{args.data} is not a dataset made by `data prep` (no dataset.json in it)"
+        )
     out = _run_folder(args.out)
     steps = {"steps": args.steps} if args.steps else {}
     if args.stage == "motion":
