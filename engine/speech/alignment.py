@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from engine.audio import resample
 from engine.errors import PresenterError
 from engine.speech.ipa import IpaToArpabet, merge_silences
 from engine.speech.phonemes import ENGLISH_PHONEMES, SILENCE, normalise_arpabet
@@ -409,24 +410,6 @@ def align(
     (about 0.2 s of loading).
     """
     return (aligner if aligner is not None else ForcedAligner()).align(audio_16k, text)
-
-
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample mono float32 audio with FFmpeg's resampler (through PyAV)."""
-    if from_rate == to_rate:
-        return audio.astype(np.float32, copy=False)
-    import av
-
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(audio, dtype=np.float32)[np.newaxis, :], format="flt", layout="mono"
-    )
-    frame.sample_rate = from_rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
-    pieces = [out.to_ndarray()[0] for out in resampler.resample(frame)]
-    pieces.extend(out.to_ndarray()[0] for out in resampler.resample(None))
-    if not pieces:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(pieces).astype(np.float32)
 
 
 def _base_word(entry: str) -> str:

@@ -20,8 +20,9 @@ from typing import Final
 
 import numpy as np
 
+from engine.audio import resample
 from engine.errors import PresenterError
-from engine.speech.alignment import ALIGNMENT_SAMPLE_RATE, ForcedAligner, resample
+from engine.speech.alignment import ALIGNMENT_SAMPLE_RATE, ForcedAligner
 from engine.speech.utterance import TimedSpan, Utterance
 
 logger = logging.getLogger(__name__)
