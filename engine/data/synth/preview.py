@@ -10,7 +10,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from engine.audio import resample
+from engine.data.prep.video import decode_audio, iter_frames
 from engine.errors import PresenterError
 from engine.speech.phonemes import PHONE_TO_VISEME, phone_per_frame
 from engine.video_file import write_mp4
@@ -22,16 +22,6 @@ KEY_SHAPES = (
     ("f", "FF", "lip_tuck"),
     ("closed", "PP", "lip_press"),
 )
-
-
-def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        rate = int(stream.codec_context.sample_rate)
-        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
-    return frames, audio.astype(np.float32), rate
 
 
 def _clip_names(corpus_dir: Path) -> list[Path]:
@@ -58,8 +48,9 @@ def write_preview(
     for name in order:
         if len(frames) >= wanted:
             break
-        clip_frames, clip_audio, rate = _decode(name.with_suffix(".mp4"))
-        clip_audio = resample(clip_audio, rate, PREVIEW_RATE)
+        video = name.with_suffix(".mp4")
+        clip_frames = [frame.rgb for frame in iter_frames(video, fps=fps, quiet=True)]
+        clip_audio = decode_audio(video, sample_rate=PREVIEW_RATE)
         take = min(len(clip_frames), wanted - len(frames))
         frames += clip_frames[:take]
         samples = round(take * PREVIEW_RATE / fps)
