@@ -19,8 +19,9 @@ with ``P = past_ms / hop_ms`` frames of past and ``A = lookahead_ms / hop_ms`` f
 look-ahead after the frame's own span (defaults: P = 40, A = 8, W = 52, so frame ``t`` uses
 mel frames ``4 t - 40 .. 4 t + 11``). Frames before the audio starts or after it ends are
 silence: the log floor of :class:`engine.audio.MelConfig`. In a stream, frame ``t`` can be
-computed once audio up to ``(t + 1) * 40 ms + lookahead_ms + 12.5 ms`` (half a mel window)
-has arrived.
+computed once audio up to ``(t + 1) * 40 ms + lookahead_ms - 10 ms + 12.5 ms`` has arrived
+(its last mel frame is centred one hop before the end of the look-ahead, and needs half a
+mel window past its centre; :class:`engine.motion_frontend.MotionFrontEnd` does this).
 
 The model takes raw log-mel (as :func:`engine.audio.log_mel` and
 :class:`engine.audio.StreamingLogMel` produce it) and returns raw coefficients: the mel

@@ -78,8 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
     stats = data_commands.add_parser("stats", help="phoneme coverage and minutes of a corpus")
     stats.add_argument("corpus", type=Path, help="a folder written by `data synth`")
 
-    train = commands.add_parser("train", help="train the motion model or the generator")
-    train.add_argument("stage", choices=("motion", "generator"), help="what to train")
+    train = commands.add_parser(
+        "train",
+        help="train the motion model, the generator, or the joint stage",
+        description="Stages: motion (audio -> dynamics), generator (dynamics -> face, on "
+        "tracked dynamics), joint (the generator fine-tuned on the motion model's "
+        "predictions; needs --motion and --generator).",
+    )
+    train.add_argument("stage", choices=("motion", "generator", "joint"), help="what to train")
     train.add_argument("--data", type=Path, required=True, help="a dataset from `data prep`")
     train.add_argument(
         "--out",
@@ -89,7 +95,20 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="training steps")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    train.add_argument(
+        "--motion", default=None, help="joint: a motion run folder or motion.safetensors"
+    )
+    train.add_argument(
+        "--generator", default=None, help="joint: a generator run folder or generator.safetensors"
+    )
     return parser
+
+
+def _checkpoint(value: str | None, file_name: str, option: str) -> Path:
+    if value is None:
+        raise PresenterError(f"train joint needs {option} (a run folder or a {file_name})")
+    path = _run_folder(value)
+    return path / file_name if path.is_dir() else path
 
 
 def _run_folder(out: str) -> Path:
@@ -115,11 +134,24 @@ def _run_train(args: argparse.Namespace) -> int:
         checkpoint = train_motion(
             MotionTrainConfig(data_dir=args.data, out_dir=out, seed=args.seed, **steps)
         )
-    else:
+    elif args.stage == "generator":
         from engine.train.generator import GeneratorTrainConfig, train_generator
 
         checkpoint = train_generator(
             GeneratorTrainConfig(dataset=args.data, output=out, seed=args.seed, **steps)
+        )
+    else:
+        from engine.train.joint import JointTrainConfig, train_joint
+
+        checkpoint = train_joint(
+            JointTrainConfig(
+                dataset=args.data,
+                output=out,
+                motion=_checkpoint(args.motion, "motion.safetensors", "--motion"),
+                generator=_checkpoint(args.generator, "generator.safetensors", "--generator"),
+                seed=args.seed,
+                **steps,
+            )
         )
     log.info("trained %s: %s", args.stage, checkpoint)
     return 0

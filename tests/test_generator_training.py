@@ -192,15 +192,15 @@ def test_training_learns_resumes_and_reloads(small_dataset, tmp_path, test_outpu
 
 
 def test_predicted_dynamics_hook_drives_the_generator(small_dataset, tmp_path):
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
 
-    def halved(batch):
-        calls.append(len(batch["clip_id"]))
+    def halved(batch, step):
+        calls.append((len(batch["clip_id"]), step))
         return batch["dynamics"] * 0.5
 
     config = _config(
         small_dataset, tmp_path / "hooked", steps=2, log_every=1, eval_every=2, eval_frames=2
     )
     final = train_generator(replace(config, checkpoint_every=100), dynamics_source=halved)
-    assert calls == [6, 6]
+    assert calls == [(6, 0), (6, 1)]
     assert load_generator(final).header["training"]["dynamics_source"] == "predicted"

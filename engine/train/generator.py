@@ -47,6 +47,7 @@ from engine.generator import (
     AvatarGenerator,
     GeneratorConfig,
     composite,
+    load_generator,
     lower_face_region,
     mask_lower_face,
     save_generator,
@@ -74,11 +75,12 @@ LOG_NAME = "losses.jsonl"
 PLOT_NAME = "losses.png"
 
 Batch = dict[str, Any]
-DynamicsSource = Callable[[Mapping[str, Any]], torch.Tensor]
-"""Given a collated batch (``mel``, ``dynamics``, ``clip_id``, ``frame``, ...), returns the
-(B, K) coefficients the generator should render instead of the tracked ones. Gradients
-flow from the generator's style path into the returned tensor; the geometry map is drawn
-from its values without gradient."""
+DynamicsSource = Callable[[Mapping[str, Any], int], torch.Tensor]
+"""Given a collated batch (``mel``, ``dynamics``, ``clip_id``, ``frame``, ...) and the
+training step, returns the (B, K) coefficients the generator should render instead of the
+tracked ones (any randomness must be a function of the step, so that a resumed run draws
+what an uninterrupted one would). Gradients flow from the generator's style path into the
+returned tensor; the geometry map is drawn from its values without gradient."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +108,7 @@ class GeneratorTrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     threads: int = 0  # torch intra-op threads while training; 0 keeps the current setting
+    initial_weights: Path | None = None  # a generator checkpoint to start from (fine-tuning)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -136,6 +139,9 @@ class GeneratorTrainConfig:
         values = asdict(self)
         values["dataset"] = str(self.dataset)
         values["output"] = str(self.output)
+        values["initial_weights"] = (
+            None if self.initial_weights is None else str(self.initial_weights)
+        )
         values["model"] = self.model.to_dict()
         values["betas"] = list(self.betas)
         return values
@@ -149,6 +155,8 @@ class GeneratorTrainConfig:
         items = dict(values)
         items["dataset"] = Path(items["dataset"])
         items["output"] = Path(items["output"])
+        if items.get("initial_weights") is not None:
+            items["initial_weights"] = Path(items["initial_weights"])
         if "model" in items:
             items["model"] = GeneratorConfig.from_dict(items["model"])
         if "betas" in items:
@@ -387,6 +395,17 @@ def _load_state(path: Path, trainer: _Trainer) -> int:
     return int(header["step"])
 
 
+def _load_initial_weights(path: Path, generator: AvatarGenerator) -> None:
+    loaded = load_generator(path)
+    if loaded.config != generator.config:
+        raise PresenterError(
+            f"{path} holds a generator with another config ({loaded.config}); "
+            f"this run's config is {generator.config}"
+        )
+    generator.load_state_dict(loaded.generator.state_dict())
+    log.info("starting from the weights of %s", path)
+
+
 def _eval_items(dataset: TalkingHeadDataset | None, count: int) -> list[int]:
     if dataset is None or len(dataset) == 0:
         return []
@@ -492,8 +511,11 @@ def _train(config: GeneratorTrainConfig, dynamics_source: DynamicsSource | None)
         start = _load_state(state_path, trainer)
         loss_log.truncate_after(start)
         log.info("resuming generator training from step %d (%s)", start, state_path)
-    elif loss_log.path.exists():
-        loss_log.path.unlink()
+    else:
+        if loss_log.path.exists():
+            loss_log.path.unlink()
+        if config.initial_weights is not None:
+            _load_initial_weights(config.initial_weights, generator)
 
     sampler = ClipBatchSampler(
         _clip_items(train_set),
@@ -513,7 +535,9 @@ def _train(config: GeneratorTrainConfig, dynamics_source: DynamicsSource | None)
         for step in range(start, config.steps):
             train_set.set_epoch(step)
             batch = _collate([train_set[i] for i in sampler.batch(step)])
-            coefficients = batch["dynamics"] if dynamics_source is None else dynamics_source(batch)
+            coefficients = (
+                batch["dynamics"] if dynamics_source is None else dynamics_source(batch, step)
+            )
             values = trainer.step(batch, coefficients, adversarial=step >= config.adversarial_start)
             if not all(math.isfinite(value) for value in values.values()):
                 raise PresenterError(
