@@ -17,8 +17,10 @@ For every held-out clip of the held-out voice (``--voice all``: every held-out c
    of the rendered mouth motion against the real one (which is in sync with the speech, see
    the tracker test of the dataset) that maximises their correlation, ±5 frames, and the
    lag of each against the speech loudness for reference;
-4. *closing*: time from the end of speech (the clip's phone timings) to a rendered mouth
-   that stays within 1 px of its leading-silence gap for 3 frames;
+4. *closing*: time from the end of speech (the clip's phone timings; and from the end of
+   sound, where the audio falls below the silence gate's level for good) to a rendered
+   mouth that stays within 1 px of its leading-silence gap for 3 frames; the same
+   measure on the real video for comparison;
 5. *self-reconstruction*: the generator on the tracked dynamics, PSNR and SSIM of the
    composited face region (the blend support), at the generator's resolution and at
    256 px.
@@ -63,9 +65,10 @@ from engine.data.prep.dataset import (
 )
 from engine.errors import PresenterError
 from engine.generator import composite, lower_face_region, mask_lower_face
+from engine.silence_gate import mel_energy
 from engine.speech.phonemes import SILENCE
 from engine.tracking import FaceTracker
-from engine.train.joint import predict_split
+from engine.train.joint import DEFAULT_GATE, predict_split
 from engine.train.losses import psnr, ssim
 from engine.train.motion import LipGeometry, pixels_per_unit
 
@@ -97,6 +100,7 @@ class ClipResult:
     reconstruction: dict[str, np.ndarray]  # psnr/ssim per frame at both sizes
     speech_start_s: float
     speech_end_s: float
+    sound_end_s: float  # where the audio falls silent for good (the silence gate's level)
 
 
 def _speech_span(clip: ClipEntry) -> tuple[float, float]:
@@ -239,6 +243,11 @@ def evaluate_clips(
             scale = METRIC_PX / header.crop.size
             rig = track.get("ground_truth_landmarks2d")
             start, end = _speech_span(clip)
+            loud = np.flatnonzero(mel_energy(track["mel"]) > DEFAULT_GATE.silent_level)
+            hop_s = header.mel.hop_ms / 1000.0
+            sound_end = (
+                float(loud[-1] * hop_s + header.mel.window_ms / 2000.0) if loud.size else end
+            )
             results.append(
                 ClipResult(
                     clip=clip,
@@ -252,6 +261,7 @@ def evaluate_clips(
                     reconstruction=reconstruction,
                     speech_start_s=start,
                     speech_end_s=end,
+                    sound_end_s=sound_end,
                 )
             )
             log.info("%d/%d %s: %d frames", number, len(clips), clip.id, clip.frames)
@@ -272,19 +282,25 @@ def summarise(results: list[ClipResult], fps: float) -> dict[str, Any]:
     )
     closing: list[float | None] = []
     closing_real: list[float | None] = []
+    closing_sound: list[float | None] = []
     for result, real_gap, rendered_gap in zip(results, real_gaps, rendered_gaps, strict=True):
         lead = int(result.speech_start_s * fps) - 2
         if lead < 3 or not np.isfinite(result.speech_end_s):
             continue
-        for gaps, into in ((rendered_gap, closing), (real_gap, closing_real)):
+        for gaps, end, into in (
+            (rendered_gap, result.speech_end_s, closing),
+            (real_gap, result.speech_end_s, closing_real),
+            (rendered_gap, result.sound_end_s, closing_sound),
+        ):
             rest = float(np.nanmedian(gaps[:lead]))
-            into.append(closing_delay_ms(gaps, result.speech_end_s, fps=fps, rest_gap=rest))
+            into.append(closing_delay_ms(gaps, end, fps=fps, rest_gap=rest))
     rig = [r for r in results if r.rig_landmarks is not None]
     recon = {
         key: float(np.mean(np.concatenate([r.reconstruction[key] for r in results])))
         for key in results[0].reconstruction
     }
     closed = [c for c in closing if c is not None]
+    closed_sound = [c for c in closing_sound if c is not None]
     per_clip = [pearson(a, b) for a, b in zip(rendered_gaps, real_gaps, strict=True)]
     summary: dict[str, Any] = {
         "clips": len(results),
@@ -309,6 +325,12 @@ def summarise(results: list[ClipResult], fps: float) -> dict[str, Any]:
             "median": round(float(np.median(closed)), 1) if closed else None,
             "max": round(float(np.max(closed)), 1) if closed else None,
             "within_80ms": round(float(np.mean([c <= 80 for c in closed])), 4) if closed else None,
+            "p90": round(float(np.percentile(closed, 90)), 1) if closed else None,
+            "from_sound_end": {
+                "median": round(float(np.median(closed_sound)), 1) if closed_sound else None,
+                "max": round(float(np.max(closed_sound)), 1) if closed_sound else None,
+                "never_closed": len(closing_sound) - len(closed_sound),
+            },
             "real_video_median": round(
                 float(np.median([c for c in closing_real if c is not None])), 1
             )

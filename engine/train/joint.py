@@ -33,12 +33,14 @@ from engine.data.prep.dataset import read_basis
 from engine.errors import PresenterError
 from engine.generator import load_generator
 from engine.motion import MotionCheckpoint, load_motion_checkpoint
+from engine.silence_gate import SilenceGate, rest_coefficients
 from engine.train.generator import GeneratorTrainConfig, train_generator
 from engine.train.sequences import MotionSequences
 
 log = logging.getLogger(__name__)
 
 PREDICTION_CHUNK_FRAMES = 250
+DEFAULT_GATE = SilenceGate()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +49,7 @@ class JointTrainConfig:
     output: Path
     motion: Path  # motion checkpoint (motion.safetensors)
     generator: Path  # generator checkpoint to start from (generator.safetensors)
-    steps: int = 1500
+    steps: int = 1000
     predicted_fraction: float = 0.5
     learning_rate: float = 5e-4
     adversarial_start: int = 0
@@ -65,10 +67,15 @@ class JointTrainConfig:
 
 @torch.no_grad()
 def predict_split(
-    checkpoint: MotionCheckpoint, dataset: Path, split: str = "train"
+    checkpoint: MotionCheckpoint,
+    dataset: Path,
+    split: str = "train",
+    *,
+    gate: SilenceGate | None = DEFAULT_GATE,
 ) -> dict[str, np.ndarray]:
     """(T, K) float32 predicted coefficients for every clip of a split, each clip with its
-    subject's default style code from the checkpoint."""
+    subject's default style code from the checkpoint, through the silence gate (as at
+    inference; ``gate=None``: the model's raw output)."""
     model = checkpoint.model.eval()
     clips = MotionSequences(dataset, split, checkpoint.config)
     predictions: dict[str, np.ndarray] = {}
@@ -84,7 +91,13 @@ def predict_split(
             count = min(PREDICTION_CHUNK_FRAMES, clip.frames - first)
             mel, _, _, _ = clips.sequence(number, first, count)
             chunks.append(model.transformer.forward_sequence(torch.from_numpy(mel)[None], style)[0])
-        predictions[clip.id] = torch.cat(chunks).numpy().astype(np.float32)
+        predicted = torch.cat(chunks).numpy().astype(np.float32)
+        if gate is not None:
+            silence = clips.silence_value
+            rest = rest_coefficients(model, checkpoint.styles[clip.subject], silence=silence)
+            weights = gate.clip_weights(clip.mel, clip.frames, checkpoint.config, silence=silence)
+            predicted = gate.apply(predicted, weights, rest)
+        predictions[clip.id] = predicted
     return predictions
 
 
