@@ -1,0 +1,44 @@
+"""Inference backends for the two per-frame graphs (motion Transformer, generator).
+
+    from engine.backends import create_backend, input_shapes
+
+    motion = create_backend("auto", transformer, shapes=input_shapes(transformer, batch=1))
+    coefficients = motion.run(mel, style)  # numpy float32 in and out
+
+Kinds: eager (torch), onnxrt (ONNX Runtime CPU), openvino (the ``openvino`` extra),
+compiled (``torch.compile``), tensorrt (Torch-TensorRT, the ``gpu`` extra, CUDA only) and
+auto (the fastest of those that work here). Compiled artefacts are cached under
+``presenter_home() / "cache"`` (:mod:`engine.backends.cache`).
+"""
+
+from engine.backends.base import (
+    Backend,
+    BackendError,
+    GeneratorBackend,
+    MotionBackend,
+    Precision,
+    Runtime,
+)
+from engine.backends.cache import ArtifactCache, CacheKey, weights_digest
+from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
+from engine.backends.select import BACKEND_KINDS, BackendKind, create_backend
+from engine.backends.timing import measure_ms
+
+__all__ = [
+    "BACKEND_KINDS",
+    "ArtifactCache",
+    "Backend",
+    "BackendError",
+    "BackendKind",
+    "CacheKey",
+    "GeneratorBackend",
+    "GraphSpec",
+    "MotionBackend",
+    "Precision",
+    "Runtime",
+    "create_backend",
+    "graph_spec",
+    "input_shapes",
+    "measure_ms",
+    "weights_digest",
+]

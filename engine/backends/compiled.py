@@ -1,0 +1,75 @@
+"""The graph through ``torch.compile``: Inductor on the CPU, CUDA graphs on CUDA.
+
+On CUDA the module is compiled with ``mode="reduce-overhead"`` (Inductor kernels replayed
+as CUDA graphs: one launch per frame); on the CPU with the default mode (Inductor's C++
+kernels; needs a C++ compiler). Compilation happens when the backend is built, with one
+run at the planned shapes; a batch of another size compiles once more on first use. A
+cold compile takes from seconds to minutes (Inductor caches its kernels on disk, so later
+processes start faster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.backends.base import BackendError, Precision, Runtime, one_line
+from engine.backends.graphs import graph_spec
+from engine.backends.torch_module import (
+    inference_copy,
+    resolve_device,
+    to_arrays,
+    to_tensors,
+    torch_dtype,
+)
+
+
+class CompiledRuntime(Runtime):
+    """``torch.compile`` of an eval-mode copy of the model, compiled at the planned shapes."""
+
+    name = "compiled"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        shapes: Mapping[str, Sequence[int]],
+        device: str = "cpu",
+        precision: Precision = "fp32",
+    ) -> None:
+        self._device = resolve_device(device)
+        self._dtype = torch_dtype(precision, self._device)
+        self.device = str(self._device)
+        self.precision = precision
+        self._cuda = self._device.type == "cuda"
+        module = inference_copy(model, self._device, self._dtype)
+        self._compiled: Callable[..., Any] | None
+        if self._cuda:
+            self._compiled = torch.compile(module, mode="reduce-overhead")
+        else:
+            self._compiled = torch.compile(module)
+        spec = graph_spec(model)
+        example = spec.example_inputs(shapes)
+        try:
+            self.run(example)  # compiles now rather than on the first frame
+        except Exception as exc:  # dynamo / inductor / the C++ compiler raise many types
+            raise BackendError(f"torch.compile failed on {self.device}: {one_line(exc)}") from exc
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        if self._compiled is None:
+            raise RuntimeError("the compiled backend was closed")
+        tensors = to_tensors(inputs, self._device, self._dtype)
+        with torch.inference_mode():
+            if self._cuda:
+                # A new CUDA-graph step: outputs of the previous replay may be overwritten,
+                # which is fine since they were copied to the host already.
+                torch.compiler.cudagraph_mark_step_begin()
+            outputs = self._compiled(*tensors)
+            return to_arrays(outputs)
+
+    def close(self) -> None:
+        self._compiled = None

@@ -1,0 +1,78 @@
+"""The graph's ONNX file in an ONNX Runtime CPU session."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from torch import nn
+
+from engine.backends.base import BackendError, Precision, Runtime, one_line
+from engine.backends.cache import ArtifactCache
+from engine.backends.graphs import graph_spec
+from engine.backends.onnx_export import cached_onnx
+
+
+def check_cpu_fp32(runtime: str, device: str, precision: Precision) -> None:
+    if device != "cpu":
+        raise BackendError(f"{runtime} runs on the CPU here, not on {device!r}")
+    if precision != "fp32":
+        raise BackendError(
+            f"{runtime} runs fp32; fp16 needs a CUDA backend (eager, compiled, tensorrt)"
+        )
+
+
+class OnnxRuntimeRuntime(Runtime):
+    """ONNX Runtime, CPU execution provider, all graph optimisations, sequential execution.
+
+    ``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).
+    """
+
+    name = "onnxrt"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        shapes: Mapping[str, Sequence[int]],
+        cache: ArtifactCache,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: Precision = "fp32",
+    ) -> None:
+        check_cpu_fp32(self.name, device, precision)
+        if threads is not None and threads < 1:
+            raise BackendError(f"threads must be at least 1, got {threads}")
+        self.device = "cpu"
+        self.precision = precision
+        self._spec = graph_spec(model)
+        self.artifact, self.cache_hit = cached_onnx(model, shapes, cache)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(self.artifact), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            reason = one_line(exc)
+            raise BackendError(f"onnxruntime cannot load {self.artifact.name}: {reason}") from exc
+        names = tuple(i.name for i in session.get_inputs())
+        if names != self._spec.input_names:
+            raise BackendError(
+                f"{self.artifact.name} has inputs {names}, expected {self._spec.input_names}"
+            )
+        self._session: ort.InferenceSession | None = session
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        if self._session is None:
+            raise RuntimeError("the onnxrt backend was closed")
+        feed = dict(zip(self._spec.input_names, inputs, strict=True))
+        outputs = self._session.run(list(self._spec.output_names), feed)
+        return tuple(np.asarray(out) for out in outputs)
+
+    def close(self) -> None:
+        self._session = None
