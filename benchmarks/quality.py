@@ -220,7 +220,11 @@ def evaluate_clips(
             track = read_track(folder / TRACK_NAME)
             valid = track["valid"].astype(bool)
             predicted = predictions[clip.id]
-            tracked = track["coefficients"]
+            # The tracked dynamics in the model's own basis (a dataset prepared apart from
+            # the model's training data has a basis of its own).
+            tracked = motion.basis.encode(
+                track["lower_face"], identity=model.generator.identities[clip.subject]
+            )
             error = lips.displacement_px(torch.from_numpy(predicted[valid] - tracked[valid]))
             lip_error = torch.linalg.vector_norm(error, dim=-1).mean(dim=-1).numpy()
             reference_frame = int(np.flatnonzero(valid)[0])

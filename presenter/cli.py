@@ -101,7 +101,50 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--generator", default=None, help="joint: a generator run folder or generator.safetensors"
     )
+    render = commands.add_parser(
+        "render",
+        help="lip-sync an audio file into an mp4",
+        description="Lip-sync a whole audio file (wav, mp3, ogg, m4a, mp4, ...) into an mp4 "
+        "with the sound muxed in.",
+    )
+    render.add_argument("--audio", type=Path, required=True, help="speech to lip-sync")
+    render.add_argument("--out", type=Path, required=True, help="the mp4 to write")
+    render.add_argument("--avatar", default="default", help="avatar name (default: default)")
+    render.add_argument("--model", default="default", help="model name or folder")
+    render.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt"),
+        help="inference runtime (default: the fastest that works here)",
+    )
+    render.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    render.add_argument("--threads", type=int, default=None, help="threads (default: cores)")
+    render.add_argument("--batch", type=int, default=4, help="frames per model call")
     return parser
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.avatar import load_avatar
+    from engine.avatar_model import load_avatar_model
+    from engine.facade import AvatarEngine, EngineConfig, model_crop
+    from engine.offline_render import render_file
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    if not args.audio.is_file():
+        raise PresenterError(f"audio file {args.audio} does not exist")
+    model = load_avatar_model(args.model)
+    engine = AvatarEngine(
+        model=model,
+        avatar=load_avatar(args.avatar, crop=model_crop(model)),
+        config=EngineConfig(
+            backend=args.backend, device=args.device, threads=threads, batch=args.batch
+        ),
+    )
+    render_file(engine, args.audio, args.out)
+    return 0
 
 
 def _checkpoint(value: str | None, file_name: str, option: str) -> Path:
@@ -216,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_data(args)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "render":
+            return _run_render(args)
     except PresenterError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

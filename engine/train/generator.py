@@ -88,7 +88,7 @@ class GeneratorTrainConfig:
     dataset: Path
     output: Path
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
-    steps: int = 20000
+    steps: int = 4000
     clips_per_batch: int = 2
     frames_per_clip: int = 4
     active_clips: int = 6
@@ -426,6 +426,7 @@ def _training_description(
         "subjects": sorted({clip.subject for clip in header.clips}),
         "sources": sorted({str(clip.meta.get("source", "unknown")) for clip in header.clips}),
         "crop_size": header.crop.size,
+        "crop": asdict(header.crop),
         "dynamics": header.dynamics,
     }
 

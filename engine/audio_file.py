@@ -1,0 +1,40 @@
+"""Reading speech from a file: any container PyAV opens (wav, mp3, ogg, m4a, mp4, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from engine.errors import PresenterError
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """The first audio stream as mono float32 at its own sample rate (channels averaged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PresenterError(f"audio file {path} does not exist")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise PresenterError(f"cannot read {path} as audio ({exc})") from exc
+    with container:
+        if not container.streams.audio:
+            raise PresenterError(f"{path} has no audio stream")
+        stream = container.streams.audio[0]
+        converter = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        rate = 0
+        try:
+            for frame in container.decode(stream):
+                for converted in converter.resample(frame):
+                    rate = converted.sample_rate
+                    chunks.append(converted.to_ndarray().mean(axis=0))
+            for converted in converter.resample(None):
+                chunks.append(converted.to_ndarray().mean(axis=0))
+        except av.FFmpegError as exc:
+            raise PresenterError(f"the audio of {path} is damaged ({exc})") from exc
+    if not chunks or rate <= 0:
+        raise PresenterError(f"{path} has an empty audio stream")
+    return np.concatenate(chunks).astype(np.float32), rate

@@ -1,0 +1,447 @@
+"""``AvatarEngine``: audio in, finished frames out. The presenter never does model arithmetic.
+
+Pipeline per video frame ``t`` (25 fps, 640 samples of the engine's 16 kHz clock):
+
+    PCM (any rate, any chunk) -> StreamingResampler (16 kHz, exact)
+      -> MotionFrontEnd (log-mel window of frame t, once its look-ahead has arrived)
+      -> motion model (style code of the avatar) -> SilenceGate (rest on silence)
+      -> generator (the avatar's loop frame crop with the lower face masked, the reference
+         crop, the geometry map) -> compositor (paste into the full frame)
+      -> RenderedFrame(index t, pts = t * 640, RGB or yuv420p)
+
+Timing is counted in samples of the engine clock (16 kHz). Frame ``t`` covers engine samples
+``[t * 640, (t + 1) * 640)`` and can be rendered once ``(t + 1) * 640 + delay_samples``
+engine samples have arrived (:attr:`AvatarEngine.delay_samples`: the motion look-ahead, half
+a mel window less one hop, and the resampler's filter delay). The presenter holds audio back
+by that delay plus its render time so that sound and lips leave together.
+
+The same audio pushed in any chunking at any rate gives the same frames as one offline
+push: every stage is exact under re-chunking, and the generator runs in fixed batch slots
+so batching never changes the arithmetic.
+
+``reset()`` (an interruption) drops all pending audio and frames at once; the clock moves on
+to the next frame boundary after the last frame handed out, so frame indices and the idle
+loop's phase continue. ``flush()`` ends an utterance: the look-ahead is filled with silence
+and the remaining frames become ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from engine.audio import MelConfig
+from engine.avatar import Avatar, default_avatar
+from engine.avatar_model import AvatarModel, load_avatar_model
+from engine.compositor import CompositorConfig, paste
+from engine.data.prep.crop import CropConfig
+from engine.errors import PresenterError
+from engine.generator import AvatarGenerator, mask_lower_face
+from engine.motion import MotionTransformer
+from engine.motion_frontend import MotionFrontEnd
+from engine.silence_gate import SilenceGate, rest_coefficients
+from engine.streaming_resample import StreamingResampler
+
+log = logging.getLogger(__name__)
+
+ENGINE_RATE = 16000
+FPS = 25
+SAMPLES_PER_FRAME = ENGINE_RATE // FPS
+
+OutputFormat = Literal["rgb24", "yuv420p"]
+Driver = Callable[[int], "np.ndarray | None"]
+"""A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
+(or None to keep the audio's)."""
+
+
+class MotionRunner(Protocol):
+    def __call__(self, mel: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """(B, W, num_mels) raw log-mel windows, (B, style_dim) -> (B, K) coefficients."""
+        ...
+
+
+class GeneratorRunner(Protocol):
+    def __call__(
+        self,
+        masked_target: np.ndarray,
+        reference: np.ndarray,
+        geometry_map: np.ndarray,
+        coefficients: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, g, g) x2, (B, G, g, g), (B, K) -> crop (B, 3, g, g), mask (B, 1, g, g)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EagerMotion:
+    """The motion Transformer in torch (the reference runner)."""
+
+    model: torch.nn.Module
+
+    def __call__(self, mel: np.ndarray, style: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(mel), torch.from_numpy(style))
+        return np.asarray(out.numpy(), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class EagerGenerator:
+    """The generator in torch (the reference runner)."""
+
+    model: torch.nn.Module
+
+    def __call__(
+        self,
+        masked_target: np.ndarray,
+        reference: np.ndarray,
+        geometry_map: np.ndarray,
+        coefficients: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            crop, mask = self.model(
+                torch.from_numpy(masked_target),
+                torch.from_numpy(reference),
+                torch.from_numpy(geometry_map),
+                torch.from_numpy(coefficients),
+            )
+        return crop.numpy(), mask.numpy()
+
+
+STAGES = ("features", "motion", "geometry", "generator", "compositing", "colour")
+
+
+class StageTimes:
+    """Wall time spent per pipeline stage (seconds) and frames rendered, since ``clear()``."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+
+    def clear(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+
+    def add(self, stage: str, began: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - began
+        return now
+
+    def ms_per_frame(self) -> dict[str, float]:
+        frames = max(self.frames, 1)
+        return {stage: 1000.0 * value / frames for stage, value in self.seconds.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    backend: str = "auto"  # eager | onnxrt | openvino | compiled | tensorrt | auto
+    device: str = "cpu"
+    threads: int | None = None  # intra-op threads of the graph runtimes (None: theirs)
+    precision: str = "fp32"
+    batch: int = 1  # frames per model call (padded when fewer): 1 for streaming on a CPU
+    output: OutputFormat = "rgb24"
+    gate: SilenceGate = field(default_factory=SilenceGate)
+    compositor: CompositorConfig = field(default_factory=CompositorConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
+        if self.output not in ("rgb24", "yuv420p"):
+            raise ValueError(f"output must be rgb24 or yuv420p, got {self.output!r}")
+
+
+@dataclass(frozen=True)
+class RenderedFrame:
+    index: int  # frame number on the engine clock
+    pts: int  # first engine sample (16 kHz) the frame covers: index * 640
+    image: np.ndarray  # (H, W, 3) uint8 RGB, or (H * 3 / 2, W) uint8 yuv420p (I420)
+    speaking: float  # the silence gate's weight: 0 at rest, 1 speaking
+    format: OutputFormat = "rgb24"
+
+    @property
+    def seconds(self) -> float:
+        return self.pts / ENGINE_RATE
+
+
+def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
+    """(S, S, 3) uint8 -> (3, size, size) float32 in [0, 1] (area resampling down)."""
+    if image.shape[0] != size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+class AvatarEngine:
+    """Lip-syncs an avatar to streamed audio; see the module docstring for the timing."""
+
+    def __init__(
+        self,
+        *,
+        model: AvatarModel | None = None,
+        avatar: Avatar | None = None,
+        config: EngineConfig | None = None,
+        motion_runner: MotionRunner | None = None,
+        generator_runner: GeneratorRunner | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.model = model or load_avatar_model()
+        generator_config = self.model.generator.config
+        crop = model_crop(self.model)
+        self.avatar = avatar or default_avatar(crop=crop)
+        if self.avatar.crop != crop:
+            raise PresenterError(
+                f"avatar {self.avatar.name!r} is cut as {self.avatar.crop}, the model was "
+                f"trained on crops cut as {crop}"
+            )
+        subject = self.avatar.subject
+        self._mapper = self.model.generator.mapper(subject)
+        self._motion_config = self.model.motion.config
+        self._mel = MelConfig()
+        self._silence = float(np.float32(np.log(self._mel.log_floor)))
+        self._motion = motion_runner or self._backend(self.model.motion.model.transformer)
+        self._generator = generator_runner or self._backend(self.model.generator.generator)
+        size = generator_config.image_size
+        self._size = size
+        # Every loop frame's crop at the generator's size, and its masked copy (done once).
+        targets = np.stack(
+            [_to_unit(self.avatar.crop_of(i), size) for i in range(self.avatar.num_frames)]
+        )
+        self._targets = targets
+        self._masked = mask_lower_face(torch.from_numpy(targets), generator_config).numpy()
+        self._reference = _to_unit(self.avatar.reference_crop(), size)
+        self._style = np.asarray(self.model.style(subject), dtype=np.float32)
+        self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
+        self._rest_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._driver: Driver | None = None
+        self._frontend = MotionFrontEnd(self._motion_config, self._mel)
+        self._resampler: StreamingResampler | None = None
+        self._windows: list[np.ndarray] = []  # ready windows not yet rendered, in order
+        self._next_index = 0  # index of the next frame handed out
+        self.times = StageTimes()
+
+    def _backend(self, network: MotionTransformer | AvatarGenerator) -> Callable[..., Any]:
+        from engine.backends import create_backend, input_shapes
+
+        config = self.config
+        backend = create_backend(
+            config.backend,
+            network,
+            shapes=input_shapes(network, batch=config.batch),
+            device=config.device,
+            threads=config.threads,
+            precision=config.precision,
+        )
+        log.info(
+            "%s: %s on %s (%s)", type(network).__name__, backend.name, backend.device,
+            backend.precision,
+        )  # fmt: skip
+        return backend
+
+    # -- timing ---------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return ENGINE_RATE
+
+    @property
+    def samples_per_frame(self) -> int:
+        return SAMPLES_PER_FRAME
+
+    @property
+    def delay_samples(self) -> int:
+        """Engine samples past the end of frame t's span needed before it can be rendered
+        (the resampler's delay is counted for the current input rate)."""
+        resampler = self._resampler
+        extra = 0 if resampler is None else int(np.ceil(resampler.delay_samples_out))
+        return self._frontend.delay_samples + extra
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.avatar.frame_size
+
+    # -- input ----------------------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        """Mono PCM (float in [-1, 1] or int16) at any rate; any chunk size."""
+        samples = np.asarray(pcm)
+        if samples.ndim != 1:
+            raise PresenterError(f"audio must be mono (1-D), got shape {samples.shape}")
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        elif samples.dtype.kind == "f":
+            samples = samples.astype(np.float32, copy=False)
+        else:
+            raise PresenterError(f"audio must be float or int16 PCM, got {samples.dtype}")
+        if not np.all(np.isfinite(samples)):
+            raise PresenterError("audio contains NaN or infinite samples")
+        if self._resampler is None or self._resampler.rate_in != sample_rate:
+            if self._resampler is not None and self._resampler.samples_in > 0:
+                raise PresenterError(
+                    f"the stream's rate is {self._resampler.rate_in} Hz, got {sample_rate} Hz; "
+                    "flush() or reset() before changing rates"
+                )
+            if sample_rate <= 0:
+                raise PresenterError(f"sample rate must be positive, got {sample_rate}")
+            self._resampler = StreamingResampler(int(sample_rate), ENGINE_RATE)
+        began = time.perf_counter()
+        self._take(self._frontend.push(self._resampler.push(samples)).windows)
+        self.times.add("features", began)
+
+    def flush(self) -> None:
+        """End of speech: what the look-ahead still holds becomes ready (silence after it)."""
+        began = time.perf_counter()
+        if self._resampler is not None:
+            self._take(self._frontend.push(self._resampler.flush()).windows)
+        self._take(self._frontend.finish().windows)
+        self.times.add("features", began)
+        self._restart_stream()
+
+    def reset(self) -> None:
+        """Interruption: drop pending audio and frames now; the clock moves to the next
+        frame boundary."""
+        self._windows.clear()
+        self._restart_stream()
+
+    def set_style(
+        self, reference: np.ndarray | None = None, *, code: np.ndarray | None = None
+    ) -> None:
+        """Speaking style from (T, K) reference dynamics, or a (style_dim,) code; ``None``:
+        the avatar's default style."""
+        motion = self.model.motion
+        if code is not None:
+            values = np.asarray(code, dtype=np.float32)
+            if values.shape != (motion.config.style_dim,):
+                raise PresenterError(f"a style code has shape ({motion.config.style_dim},)")
+            self._style = values
+        elif reference is not None:
+            values = np.asarray(reference, dtype=np.float32)
+            if values.ndim != 2 or values.shape[1] != motion.config.num_coefficients:
+                raise PresenterError(
+                    f"reference dynamics must be (T, {motion.config.num_coefficients})"
+                )
+            with torch.inference_mode():
+                self._style = motion.model.style(torch.from_numpy(values)[None])[0].numpy()
+        else:
+            self._style = np.asarray(self.model.style(self.avatar.subject), dtype=np.float32)
+        self._rest = rest_coefficients(motion.model, self._style, silence=self._silence)
+        self._rest_cache.clear()
+
+    def set_driver(self, driver: Driver | None) -> None:
+        """Drive the face from another source (e.g. tracked video) frame by frame."""
+        self._driver = driver
+
+    # -- output ---------------------------------------------------------------------------
+    def pull(self) -> list[RenderedFrame]:
+        """Every frame that is ready, in order."""
+        frames: list[RenderedFrame] = []
+        while self._windows:
+            count = min(self.config.batch, len(self._windows))
+            batch = np.stack(self._windows[:count])
+            del self._windows[:count]
+            frames.extend(self._render(batch))
+        return frames
+
+    @property
+    def frames_ready(self) -> int:
+        return len(self._windows)
+
+    # -- internals ------------------------------------------------------------------------
+    def _take(self, windows: np.ndarray) -> None:
+        self._windows.extend(np.ascontiguousarray(w) for w in windows)
+
+    def _restart_stream(self) -> None:
+        # Queued windows keep their places (frame indices are given out at render time),
+        # so the next stream starts right after them.
+        self._frontend.reset()
+        self._resampler = None
+
+    def _coefficients(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = windows.shape[0]
+        slot = self.config.batch
+        padded = np.concatenate([windows, np.repeat(windows[-1:], slot - count, axis=0)])
+        style = np.repeat(self._style[None], slot, axis=0)
+        began = time.perf_counter()
+        raw = self._motion(padded.astype(np.float32), style)[:count]
+        weights = self.config.gate.window_weights(windows, self._motion_config)
+        self.times.add("motion", began)
+        return SilenceGate.apply(raw, weights, self._rest), weights
+
+    def _render(self, windows: np.ndarray) -> list[RenderedFrame]:
+        count = windows.shape[0]
+        coefficients, weights = self._coefficients(windows)
+        indices = list(range(self._next_index, self._next_index + count))
+        self._next_index += count
+        if self._driver is not None:
+            for row, index in enumerate(indices):
+                driven = self._driver(index)
+                if driven is not None:
+                    coefficients[row] = np.asarray(driven, dtype=np.float32)
+                    weights[row] = 1.0
+        loops = [self.avatar.loop_index(index) for index in indices]
+        at_rest = [bool(weights[row] == 0.0) and self._driver is None for row in range(count)]
+        needed = [
+            row for row in range(count) if not (at_rest[row] and loops[row] in self._rest_cache)
+        ]
+        crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if needed:
+            slot = self.config.batch
+            for start in range(0, len(needed), slot):
+                rows = needed[start : start + slot]
+                padded = rows + [rows[-1]] * (slot - len(rows))
+                chosen = coefficients[padded]
+                began = time.perf_counter()
+                geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
+                began = self.times.add("geometry", began)
+                crop, mask = self._generator(
+                    self._masked[[loops[r] for r in padded]],
+                    np.repeat(self._reference[None], slot, axis=0),
+                    geometry,
+                    chosen.astype(np.float32),
+                )
+                self.times.add("generator", began)
+                for position, row in enumerate(rows):
+                    crops[row] = (crop[position], mask[position])
+                    if at_rest[row]:
+                        self._rest_cache[loops[row]] = crops[row]
+        out = []
+        for row, index in enumerate(indices):
+            crop, mask = crops[row] if row in crops else self._rest_cache[loops[row]]
+            loop = loops[row]
+            began = time.perf_counter()
+            image = paste(
+                self.avatar.frames[loop],
+                crop.transpose(1, 2, 0),
+                mask[0],
+                target=self._targets[loop].transpose(1, 2, 0),
+                frame_to_crop=self.avatar.crop_matrices[loop],
+                crop_size=self.avatar.crop.size,
+                config=self.config.compositor,
+            )
+            began = self.times.add("compositing", began)
+            if self.config.output == "yuv420p":
+                image = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+                self.times.add("colour", began)
+            self.times.frames += 1
+            out.append(
+                RenderedFrame(
+                    index=index,
+                    pts=index * SAMPLES_PER_FRAME,
+                    image=image,
+                    speaking=float(weights[row]),
+                    format=self.config.output,
+                )
+            )
+        return out
+
+
+def model_crop(model: AvatarModel) -> CropConfig:
+    """The crop layout of the model's training data (its header, else the defaults)."""
+    training = model.generator.header.get("training", {})
+    values = training.get("crop")
+    if isinstance(values, dict):
+        return CropConfig(**values)
+    size = training.get("crop_size")
+    return CropConfig(size=int(size)) if size else CropConfig()

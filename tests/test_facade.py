@@ -1,0 +1,139 @@
+"""AvatarEngine: audio in any chunking and rate -> the same frames; timing; reset; errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.audio import resample
+from engine.avatar import Avatar, default_avatar
+from engine.avatar_model import AvatarModel, load_avatar_model
+from engine.backends import create_backend, input_shapes
+from engine.errors import PresenterError
+from engine.facade import SAMPLES_PER_FRAME, AvatarEngine, EngineConfig, RenderedFrame
+from engine.speech.espeak import EspeakVoice
+
+SECONDS = 1.6
+
+
+@dataclass(frozen=True)
+class Parts:
+    model: AvatarModel
+    avatar: Avatar
+    motion: Any
+    generator: Any
+
+    def engine(self, **config: Any) -> AvatarEngine:
+        return AvatarEngine(
+            model=self.model,
+            avatar=self.avatar,
+            config=EngineConfig(**config),
+            motion_runner=self.motion,
+            generator_runner=self.generator,
+        )
+
+
+@pytest.fixture(scope="module")
+def parts() -> Parts:
+    """The shipped model on ONNX Runtime (built once), a 2 s idle loop of the avatar."""
+    model = load_avatar_model()
+    transformer, generator = model.motion.model.transformer, model.generator.generator
+    return Parts(
+        model=model,
+        avatar=default_avatar(seconds=2.0),
+        motion=create_backend("onnxrt", transformer, shapes=input_shapes(transformer, 1)),
+        generator=create_backend("onnxrt", generator, shapes=input_shapes(generator, 1)),
+    )
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[np.ndarray, int]:
+    utterance = EspeakVoice(voice="en-us+f3", rate_wpm=175).synthesize("Hello, how are you?")
+    audio = np.asarray(utterance.audio, np.float32)[: int(SECONDS * utterance.sample_rate)]
+    return audio, utterance.sample_rate
+
+
+def _render(parts, audio: np.ndarray, rate: int, chunk_ms: float | None) -> list[RenderedFrame]:
+    engine = parts.engine()
+    frames: list[RenderedFrame] = []
+    step = len(audio) if chunk_ms is None else max(1, round(rate * chunk_ms / 1000))
+    for start in range(0, len(audio), step):
+        engine.push_audio(audio[start : start + step], rate)
+        frames.extend(engine.pull())
+    engine.flush()
+    frames.extend(engine.pull())
+    return frames
+
+
+def _max_difference(a: list[RenderedFrame], b: list[RenderedFrame]) -> int:
+    assert [f.index for f in a] == [f.index for f in b]
+    pairs = zip(a, b, strict=True)
+    return max(int(np.abs(x.image.astype(int) - y.image.astype(int)).max()) for x, y in pairs)
+
+
+def test_streaming_equals_offline_for_any_chunking(parts, speech) -> None:
+    audio, rate = speech
+    offline = _render(parts, audio, rate, None)
+    expected_frames = int(np.ceil(np.ceil(len(audio) * 16000 / rate) / SAMPLES_PER_FRAME))
+    assert len(offline) == expected_frames
+    assert [f.pts for f in offline] == [i * SAMPLES_PER_FRAME for i in range(expected_frames)]
+    assert offline[0].image.shape == (*parts.avatar.frame_size, 3)
+    assert max(f.speaking for f in offline) == 1.0
+    for chunk_ms in (10, 20, 37, 500):
+        assert _max_difference(_render(parts, audio, rate, chunk_ms), offline) <= 1
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_streaming_equals_offline_at_common_rates(parts, speech, rate) -> None:
+    audio, source_rate = speech
+    audio = resample(audio, source_rate, rate)
+    assert _max_difference(_render(parts, audio, rate, 20), _render(parts, audio, rate, None)) <= 1
+
+
+def test_silence_renders_the_idle_loop_with_the_mouth_at_rest(parts) -> None:
+    avatar = parts.avatar
+    engine = parts.engine()
+    engine.push_audio(np.zeros(16000, np.float32), 16000)
+    frames = engine.pull()
+    assert frames and all(f.speaking == 0.0 for f in frames)
+    # The loop plays back and forth: frame k and frame (2N - 2 - k) show the same picture.
+    count = avatar.num_frames
+    engine.push_audio(np.zeros(16000 * 3, np.float32), 16000)
+    frames += engine.pull()
+    by_index = {f.index: f.image for f in frames}
+    assert np.array_equal(by_index[3], by_index[2 * count - 2 - 3])
+
+
+def test_reset_drops_pending_frames_and_the_clock_moves_on(parts, speech) -> None:
+    audio, rate = speech
+    engine = parts.engine()
+    engine.push_audio(audio[: rate // 2], rate)
+    first = engine.pull()
+    engine.push_audio(audio[rate // 2 :], rate)
+    assert engine.frames_ready > 0
+    engine.reset()
+    assert engine.frames_ready == 0 and engine.pull() == []
+    engine.push_audio(np.zeros(3200, np.float32), 16000)
+    after = engine.pull()
+    assert after[0].index == first[-1].index + 1
+
+
+def test_yuv_output_and_bad_input(parts) -> None:
+    avatar = parts.avatar
+    engine = parts.engine(output="yuv420p")
+    engine.push_audio((np.zeros(1600) * 32767).astype(np.int16), 16000)
+    engine.flush()
+    frame = engine.pull()[0]
+    height, width = avatar.frame_size
+    assert frame.image.shape == (height * 3 // 2, width) and frame.format == "yuv420p"
+    with pytest.raises(PresenterError, match="mono"):
+        engine.push_audio(np.zeros((2, 100), np.float32), 16000)
+    with pytest.raises(PresenterError, match="NaN"):
+        engine.push_audio(np.array([0.0, np.nan], np.float32), 16000)
+    engine.push_audio(np.zeros(100, np.float32), 16000)
+    with pytest.raises(PresenterError, match="flush"):
+        engine.push_audio(np.zeros(100, np.float32), 48000)
+    assert engine.delay_samples > 0
