@@ -334,6 +334,9 @@ def summarise(results: list[ClipResult], fps: float) -> dict[str, Any]:
                 "median": round(float(np.median(closed_sound)), 1) if closed_sound else None,
                 "max": round(float(np.max(closed_sound)), 1) if closed_sound else None,
                 "never_closed": len(closing_sound) - len(closed_sound),
+                "within_80ms": round(float(np.mean([c <= 80 for c in closed_sound])), 4)
+                if closed_sound
+                else None,
             },
             "real_video_median": round(
                 float(np.median([c for c in closing_real if c is not None])), 1

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, overload
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ import torch
 from engine.audio import MelConfig
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
+from engine.backends import GeneratorBackend, MotionBackend, create_backend, input_shapes
 from engine.compositor import CompositorConfig, paste
 from engine.data.prep.crop import CropConfig
 from engine.errors import PresenterError
@@ -59,59 +60,6 @@ OutputFormat = Literal["rgb24", "yuv420p"]
 Driver = Callable[[int], "np.ndarray | None"]
 """A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
 (or None to keep the audio's)."""
-
-
-class MotionRunner(Protocol):
-    def __call__(self, mel: np.ndarray, style: np.ndarray) -> np.ndarray:
-        """(B, W, num_mels) raw log-mel windows, (B, style_dim) -> (B, K) coefficients."""
-        ...
-
-
-class GeneratorRunner(Protocol):
-    def __call__(
-        self,
-        masked_target: np.ndarray,
-        reference: np.ndarray,
-        geometry_map: np.ndarray,
-        coefficients: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 3, g, g) x2, (B, G, g, g), (B, K) -> crop (B, 3, g, g), mask (B, 1, g, g)."""
-        ...
-
-
-@dataclass(frozen=True)
-class EagerMotion:
-    """The motion Transformer in torch (the reference runner)."""
-
-    model: torch.nn.Module
-
-    def __call__(self, mel: np.ndarray, style: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(mel), torch.from_numpy(style))
-        return np.asarray(out.numpy(), dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class EagerGenerator:
-    """The generator in torch (the reference runner)."""
-
-    model: torch.nn.Module
-
-    def __call__(
-        self,
-        masked_target: np.ndarray,
-        reference: np.ndarray,
-        geometry_map: np.ndarray,
-        coefficients: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            crop, mask = self.model(
-                torch.from_numpy(masked_target),
-                torch.from_numpy(reference),
-                torch.from_numpy(geometry_map),
-                torch.from_numpy(coefficients),
-            )
-        return crop.numpy(), mask.numpy()
 
 
 STAGES = ("features", "motion", "geometry", "generator", "compositing", "colour")
@@ -185,8 +133,8 @@ class AvatarEngine:
         model: AvatarModel | None = None,
         avatar: Avatar | None = None,
         config: EngineConfig | None = None,
-        motion_runner: MotionRunner | None = None,
-        generator_runner: GeneratorRunner | None = None,
+        motion_runner: MotionBackend | None = None,
+        generator_runner: GeneratorBackend | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.model = model or load_avatar_model()
@@ -224,9 +172,15 @@ class AvatarEngine:
         self._next_index = 0  # index of the next frame handed out
         self.times = StageTimes()
 
-    def _backend(self, network: MotionTransformer | AvatarGenerator) -> Callable[..., Any]:
-        from engine.backends import create_backend, input_shapes
+    @overload
+    def _backend(self, network: MotionTransformer) -> MotionBackend: ...
 
+    @overload
+    def _backend(self, network: AvatarGenerator) -> GeneratorBackend: ...
+
+    def _backend(
+        self, network: MotionTransformer | AvatarGenerator
+    ) -> MotionBackend | GeneratorBackend:
         config = self.config
         backend = create_backend(
             config.backend,
@@ -347,6 +301,14 @@ class AvatarEngine:
     @property
     def frames_ready(self) -> int:
         return len(self._windows)
+
+    def drop_ready(self, keep: int = 0) -> int:
+        """Skip every ready frame but the newest ``keep`` (a consumer that fell behind real
+        time); their indices are used up, so the clock stays exact. Returns how many."""
+        count = max(0, len(self._windows) - max(0, keep))
+        del self._windows[:count]
+        self._next_index += count
+        return count
 
     # -- internals ------------------------------------------------------------------------
     def _take(self, windows: np.ndarray) -> None:

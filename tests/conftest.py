@@ -1,15 +1,23 @@
-"""Shared fixtures: where tests write what a person should look at."""
+"""Shared fixtures: where tests write what a person should look at, a small prepared corpus,
+the shipped model on ONNX Runtime."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from engine.data.prep.pipeline import prepare
 from engine.data.synth.corpus import CorpusPlan, generate_corpus
+
+if TYPE_CHECKING:  # the engine's modules are imported where used: collection stays light
+    from engine.avatar import Avatar
+    from engine.avatar_model import AvatarModel
+    from engine.backends import Backend
+    from engine.facade import AvatarEngine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,3 +49,60 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> SmallDataset:
     generate_corpus(root / "corpus", plan=SMALL_CORPUS_PLAN, workers=2)
     prepare([root / "corpus" / "clips"], root / "dataset", workers=1)
     return SmallDataset(corpus=root / "corpus", dataset=root / "dataset")
+
+
+@dataclass(frozen=True)
+class EngineParts:
+    """What an ``AvatarEngine`` is made of: the model, an avatar and the two runners."""
+
+    model: AvatarModel
+    avatar: Avatar
+    motion: Any
+    generator: Any
+
+    def engine(self, **config: Any) -> AvatarEngine:
+        """A fresh engine on these parts; ``config``: ``EngineConfig`` fields."""
+        from engine.facade import AvatarEngine, EngineConfig
+
+        return AvatarEngine(
+            model=self.model,
+            avatar=self.avatar,
+            config=EngineConfig(**config),
+            motion_runner=self.motion,
+            generator_runner=self.generator,
+        )
+
+
+@dataclass(frozen=True)
+class ShippedBackends:
+    """The shipped model with its two graphs on ONNX Runtime (batch 1)."""
+
+    model: AvatarModel
+    motion: Backend
+    generator: Backend
+
+    def parts(self, avatar_seconds: float) -> EngineParts:
+        """These backends with an idle loop of the default avatar ``avatar_seconds`` long."""
+        from engine.avatar import default_avatar
+
+        return EngineParts(
+            model=self.model,
+            avatar=default_avatar(seconds=avatar_seconds),
+            motion=self.motion,
+            generator=self.generator,
+        )
+
+
+@pytest.fixture(scope="session")
+def shipped_backends() -> ShippedBackends:
+    """The shipped model on ONNX Runtime, loaded and built once per test session."""
+    from engine.avatar_model import load_avatar_model
+    from engine.backends import create_backend, input_shapes
+
+    model = load_avatar_model()
+    transformer, generator = model.motion.model.transformer, model.generator.generator
+    return ShippedBackends(
+        model=model,
+        motion=create_backend("onnxrt", transformer, shapes=input_shapes(transformer, 1)),
+        generator=create_backend("onnxrt", generator, shapes=input_shapes(generator, 1)),
+    )

@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.avatar import Avatar, default_avatar
-from engine.avatar_model import AvatarModel, load_avatar_model
-from engine.backends import create_backend, input_shapes
 from engine.errors import PresenterError
-from engine.facade import SAMPLES_PER_FRAME, AvatarEngine, EngineConfig, RenderedFrame
+from engine.facade import SAMPLES_PER_FRAME, RenderedFrame
 from engine.speech.espeak import EspeakVoice
+from tests.conftest import EngineParts, ShippedBackends
 
 SECONDS = 1.6
 
 
-@dataclass(frozen=True)
-class Parts:
-    model: AvatarModel
-    avatar: Avatar
-    motion: Any
-    generator: Any
-
-    def engine(self, **config: Any) -> AvatarEngine:
-        return AvatarEngine(
-            model=self.model,
-            avatar=self.avatar,
-            config=EngineConfig(**config),
-            motion_runner=self.motion,
-            generator_runner=self.generator,
-        )
-
-
 @pytest.fixture(scope="module")
-def parts() -> Parts:
+def parts(shipped_backends: ShippedBackends) -> EngineParts:
     """The shipped model on ONNX Runtime (built once), a 2 s idle loop of the avatar."""
-    model = load_avatar_model()
-    transformer, generator = model.motion.model.transformer, model.generator.generator
-    return Parts(
-        model=model,
-        avatar=default_avatar(seconds=2.0),
-        motion=create_backend("onnxrt", transformer, shapes=input_shapes(transformer, 1)),
-        generator=create_backend("onnxrt", generator, shapes=input_shapes(generator, 1)),
-    )
+    return shipped_backends.parts(avatar_seconds=2.0)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from engine.data.prep.dataset import read_basis
 from engine.errors import PresenterError
 from engine.generator import load_generator
 from engine.motion import MotionConfig, load_motion_checkpoint
+from engine.silence_gate import SilenceGate, rest_coefficients
 from engine.train.generator import GeneratorTrainConfig, train_generator
 from engine.train.joint import JointTrainConfig, MixedDynamics, predict_split, train_joint
 from engine.train.motion import MotionTrainConfig, train_motion
@@ -73,10 +74,10 @@ def trained(small_dataset: SmallDataset, tmp_path_factory: pytest.TempPathFactor
     return root, motion, generator
 
 
-def test_predictions_use_the_subjects_default_style(small_dataset, trained):
+def test_predictions_use_the_subjects_default_style_and_the_gate(small_dataset, trained):
     _, motion_path, _ = trained
     checkpoint = load_motion_checkpoint(motion_path)
-    predictions = predict_split(checkpoint, small_dataset.dataset, "heldout")
+    predictions = predict_split(checkpoint, small_dataset.dataset, "heldout", gate=None)
     clips = MotionSequences(small_dataset.dataset, "heldout", checkpoint.config)
     assert sorted(predictions) == sorted(clip.id for clip in clips.clips)
     # The whole clip in one pass with the subject's stored default style code.
@@ -88,6 +89,19 @@ def test_predictions_use_the_subjects_default_style(small_dataset, trained):
         expected = checkpoint.model.transformer.forward_sequence(torch.from_numpy(mel)[None], style)
     assert predictions[clip.id].shape == (clip.frames, checkpoint.config.num_coefficients)
     np.testing.assert_allclose(predictions[clip.id], expected[0].numpy(), atol=1e-5)
+    # Through the silence gate (the default, as at inference): speech frames keep the
+    # prediction, silent frames take the rest pose, the rest lies between the two.
+    gated = predict_split(checkpoint, small_dataset.dataset, "heldout")[clip.id]
+    weights = SilenceGate().clip_weights(
+        clip.mel, clip.frames, checkpoint.config, silence=clips.silence_value
+    )
+    rest = rest_coefficients(checkpoint.model, checkpoint.styles[clip.subject],
+                             silence=clips.silence_value)  # fmt: skip
+    assert (weights == 0).any() and (weights == 1).any()
+    np.testing.assert_allclose(gated[weights == 1], predictions[clip.id][weights == 1], atol=1e-6)
+    np.testing.assert_allclose(
+        gated[weights == 0], np.broadcast_to(rest, gated[weights == 0].shape), atol=1e-6
+    )
 
 
 def test_mixed_dynamics_is_seeded_by_step_and_mixes_by_fraction():

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
-from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime, one_line
-from engine.backends.cache import ArtifactCache
-from engine.backends.graphs import graph_spec
-from engine.backends.onnx_export import cached_onnx
+from engine.backends.base import BackendError, one_line
+from engine.backends.cpu_onnx import CpuOnnxRuntime
 
 
-def check_cpu_fp32(runtime: str, device: str, precision: Precision) -> None:
-    if device != "cpu":
-        raise BackendError(f"{runtime} runs on the CPU here, not on {device!r}")
-    if precision != "fp32":
-        raise BackendError(
-            f"{runtime} runs fp32; fp16 needs a CUDA backend (eager, compiled, tensorrt)"
-        )
-
-
-class OnnxRuntimeRuntime(Runtime):
+class OnnxRuntimeRuntime(CpuOnnxRuntime):
     """ONNX Runtime, CPU execution provider, all graph optimisations, sequential execution.
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -31,23 +19,7 @@ class OnnxRuntimeRuntime(Runtime):
 
     name = "onnxrt"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        cache: ArtifactCache,
-        device: str = "cpu",
-        threads: int | None = None,
-        precision: Precision = "fp32",
-    ) -> None:
-        check_cpu_fp32(self.name, device, precision)
-        if threads is not None and threads < 1:
-            raise BackendError(f"threads must be at least 1, got {threads}")
-        self.device = "cpu"
-        self.precision = precision
-        self._spec = graph_spec(model)
-        self.artifact, self.cache_hit = cached_onnx(model, shapes, cache)
+    def _open(self, threads: int | None) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime, one_line
-from engine.backends.cache import ArtifactCache
-from engine.backends.graphs import graph_spec
-from engine.backends.onnx_export import cached_onnx
-from engine.backends.onnxrt import check_cpu_fp32
+from engine.backends.base import BackendError, one_line
+from engine.backends.cpu_onnx import CpuOnnxRuntime
 
 
 def import_openvino() -> ModuleType:
@@ -27,7 +23,7 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
-class OpenVinoRuntime(Runtime):
+class OpenVinoRuntime(CpuOnnxRuntime):
     """``openvino.Core().compile_model`` of the ONNX file on the CPU: latency hint, fp32
     inference precision (never the bf16 some CPUs default to), one infer request.
 
@@ -36,24 +32,11 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        cache: ArtifactCache,
-        device: str = "cpu",
-        threads: int | None = None,
-        precision: Precision = "fp32",
-    ) -> None:
-        check_cpu_fp32(self.name, device, precision)
-        if threads is not None and threads < 1:
-            raise BackendError(f"threads must be at least 1, got {threads}")
-        openvino = import_openvino()
-        self.device = "cpu"
-        self.precision = precision
-        self._spec = graph_spec(model)
-        self.artifact, self.cache_hit = cached_onnx(model, shapes, cache)
+    def _check_available(self) -> None:
+        self._openvino = import_openvino()
+
+    def _open(self, threads: int | None) -> None:
+        openvino = self._openvino
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",

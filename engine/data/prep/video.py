@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, resample
+from engine.audio_file import decode_mono
 from engine.errors import PresenterError
 
 log = logging.getLogger(__name__)
@@ -278,25 +279,7 @@ def decode_audio(
                 f"{path} has no audio track; lip-sync data needs the speech: "
                 "give a video with its sound (or mux the audio in with ffmpeg)"
             )
-        stream = container.streams.audio[0]
-        converter = av.AudioResampler(format="fltp")  # keeps the source layout and rate
-        chunks: list[np.ndarray] = []
-        source_rate = 0
-        start_time: Fraction | None = None
-        try:
-            for frame in container.decode(stream):
-                if start_time is None and frame.pts is not None and frame.time_base:
-                    start_time = Fraction(frame.pts) * frame.time_base
-                for converted in converter.resample(frame):
-                    source_rate = converted.sample_rate
-                    chunks.append(converted.to_ndarray().mean(axis=0))
-            for converted in converter.resample(None):
-                chunks.append(converted.to_ndarray().mean(axis=0))
-        except av.FFmpegError as exc:
-            raise PresenterError(f"audio of {path} is damaged ({exc}); re-export it") from exc
-    if not chunks or source_rate <= 0:
-        raise PresenterError(f"{path} has an empty audio track; give a video with its sound")
-    audio = np.concatenate(chunks).astype(np.float32)
+        audio, source_rate, start_time = decode_mono(container, path)
     if align_to_video:
         offset = (start_time or Fraction(0)) - _first_video_time(path)
         shift = round(offset * source_rate)

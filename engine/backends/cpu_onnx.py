@@ -1,0 +1,62 @@
+"""What the CPU runtimes of the graph's cached ONNX file share (ONNX Runtime, OpenVINO)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from engine.backends.base import BackendError, Precision, Runtime
+from engine.backends.cache import ArtifactCache
+from engine.backends.graphs import graph_spec
+from engine.backends.onnx_export import cached_onnx
+
+
+def check_cpu_fp32(runtime: str, device: str, precision: Precision) -> None:
+    if device != "cpu":
+        raise BackendError(f"{runtime} runs on the CPU here, not on {device!r}")
+    if precision != "fp32":
+        raise BackendError(
+            f"{runtime} runs fp32; fp16 needs a CUDA backend (eager, compiled, tensorrt)"
+        )
+
+
+class CpuOnnxRuntime(Runtime):
+    """A runtime that loads the graph's cached ONNX file (``artifact``) on the CPU, fp32.
+
+    The constructor checks the arguments, calls :meth:`_check_available`, exports (or finds
+    in the cache) the ONNX file and then :meth:`_open` builds the subclass's session on it.
+    ``threads``: the runtime's intra-op threads (None: its default).
+    """
+
+    artifact: Path  # the ONNX file
+    cache_hit: bool
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        shapes: Mapping[str, Sequence[int]],
+        cache: ArtifactCache,
+        device: str = "cpu",
+        threads: int | None = None,
+        precision: Precision = "fp32",
+    ) -> None:
+        check_cpu_fp32(self.name, device, precision)
+        if threads is not None and threads < 1:
+            raise BackendError(f"threads must be at least 1, got {threads}")
+        self._check_available()
+        self.device = "cpu"
+        self.precision = precision
+        self._spec = graph_spec(model)
+        self.artifact, self.cache_hit = cached_onnx(model, shapes, cache)
+        self._open(threads)
+
+    def _check_available(self) -> None:
+        """Raise a BackendError if the runtime cannot be used here (before the export)."""
+
+    @abstractmethod
+    def _open(self, threads: int | None) -> None:
+        """Load ``self.artifact`` (inputs and outputs named as in ``self._spec``)."""
