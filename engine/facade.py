@@ -283,6 +283,11 @@ class AvatarEngine:
         self._rest = rest_coefficients(motion.model, self._style, silence=self._silence)
         self._rest_cache.clear()
 
+    @property
+    def rest(self) -> np.ndarray:
+        """(K,) the dynamics of the mouth at rest with the current style."""
+        return self._rest.copy()
+
     def set_driver(self, driver: Driver | None) -> None:
         """Drive the face from another source (e.g. tracked video) frame by frame."""
         self._driver = driver

@@ -108,3 +108,31 @@ def test_yuv_output_and_bad_input(parts) -> None:
     with pytest.raises(PresenterError, match="flush"):
         engine.push_audio(np.zeros(100, np.float32), 48000)
     assert engine.delay_samples > 0
+
+
+def test_style_and_driver_hooks(parts, speech) -> None:
+    audio, rate = speech
+    baseline = _render(parts, audio, rate, None)
+    engine = parts.engine()
+    style_dim = parts.model.motion.config.style_dim
+    engine.set_style(code=np.full(style_dim, 0.5, np.float32))
+    engine.push_audio(audio, rate)
+    engine.flush()
+    styled = engine.pull()
+    assert _max_difference(styled, baseline) > 5  # another style moves the mouth otherwise
+    with pytest.raises(PresenterError, match="style code"):
+        engine.set_style(code=np.zeros(3, np.float32))
+
+    # A driver that holds the face at the model's rest pose: speech no longer opens it.
+    driven = parts.engine()
+    rest = driven.rest
+    driven.set_driver(lambda index: rest)
+    driven.push_audio(audio, rate)
+    driven.flush()
+    held = driven.pull()
+    idle = parts.engine()
+    idle.push_audio(np.zeros_like(audio), rate)
+    idle.flush()
+    assert _max_difference(held, idle.pull()) <= 1
+    driven.set_driver(None)
+    driven.set_style()  # back to the avatar's own style
