@@ -80,11 +80,16 @@ def paste(
     frame_to_crop: np.ndarray,
     crop_size: int,
     config: CompositorConfig | None = None,
+    support: tuple[int, int, int, int] | None = None,
+    frame_cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """A new (H, W, 3) uint8 frame: ``frame`` with ``rendered`` (g, g, 3 float RGB in
     [0, 1]) blended in by ``mask`` (g, g); ``target`` (g, g, 3) is the real crop the
     generator saw (for colour matching); ``frame_to_crop`` maps the frame to the crop of
-    size ``crop_size``."""
+    size ``crop_size``. ``support`` (top, bottom, left, right in generator pixels): where
+    the mask can be non-zero (the whole crop by default); only that part of the frame is
+    touched. ``frame_cache``: a dict kept per source frame (same frame, same transform)
+    that holds the frame's low-pass between calls."""
     config = config or CompositorConfig()
     size = rendered.shape[0]
     if rendered.shape != (size, size, 3) or mask.shape != (size, size):
@@ -97,7 +102,11 @@ def paste(
     # frame -> generator pixels
     to_generator = np.asarray(frame_to_crop, np.float64) * (size / crop_size)
     inverse = cv2.invertAffineTransform(to_generator)
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
+    top_g, bottom_g, left_g, right_g = support if support is not None else (0, size, 0, size)
+    corners = np.array(
+        [[left_g, top_g], [right_g, top_g], [left_g, bottom_g], [right_g, bottom_g]],
+        dtype=np.float64,
+    )
     spots = corners @ inverse[:, :2].T + inverse[:, 2]
     height, width = frame.shape[:2]
     margin = int(np.ceil(3 * config.feather_px)) + 2
@@ -124,11 +133,20 @@ def paste(
     if config.feather_px > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), config.feather_px)
     alpha = np.clip(alpha, 0.0, 1.0)[..., None]
-    region = out[top:bottom, left:right].astype(np.float32) / 255.0
+    # One generator pixel spans this many frame pixels.
+    pixel = 1.0 / float(np.sqrt(abs(np.linalg.det(to_generator[:, :2]))))
+    key = (top, bottom, left, right)
+    cached = None if frame_cache is None else frame_cache.get(key)
+    if cached is None:
+        region = out[top:bottom, left:right].astype(np.float32) / 255.0
+        low = (
+            cv2.GaussianBlur(region, (0, 0), max(0.5, 0.8 * pixel)) if config.detail > 0 else region
+        )
+        if frame_cache is not None:
+            frame_cache[key] = (region, low)
+    else:
+        region, low = cached
     if config.detail > 0:
-        # One generator pixel spans this many frame pixels.
-        pixel = 1.0 / float(np.sqrt(abs(np.linalg.det(to_generator[:, :2]))))
-        low = cv2.GaussianBlur(region, (0, 0), max(0.5, 0.8 * pixel))
         difference = np.abs(colour - low).max(axis=2)
         weight = np.clip(1.0 - difference / config.detail_tolerance, 0.0, 1.0)
         weight = cv2.GaussianBlur(weight, (0, 0), max(1.0, pixel))[..., None]

@@ -44,7 +44,7 @@ from engine.backends import GeneratorBackend, MotionBackend, create_backend, inp
 from engine.compositor import CompositorConfig, paste
 from engine.data.prep.crop import CropConfig
 from engine.errors import PresenterError
-from engine.generator import AvatarGenerator, mask_lower_face
+from engine.generator import AvatarGenerator, GeneratorConfig, lower_face_region, mask_lower_face
 from engine.motion import MotionTransformer
 from engine.motion_frontend import MotionFrontEnd
 from engine.silence_gate import SilenceGate, rest_coefficients
@@ -162,6 +162,8 @@ class AvatarEngine:
         self._targets = targets
         self._masked = mask_lower_face(torch.from_numpy(targets), generator_config).numpy()
         self._reference = _to_unit(self.avatar.reference_crop(), size)
+        self._support = _support_box(generator_config)
+        self._paste_cache: dict[int, dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]] = {}
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
         self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
         self._rest_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -386,6 +388,8 @@ class AvatarEngine:
                 frame_to_crop=self.avatar.crop_matrices[loop],
                 crop_size=self.avatar.crop.size,
                 config=self.config.compositor,
+                support=self._support,
+                frame_cache=self._paste_cache.setdefault(loop, {}),
             )
             began = self.times.add("compositing", began)
             if self.config.output == "yuv420p":
@@ -402,6 +406,21 @@ class AvatarEngine:
                 )
             )
         return out
+
+
+def _support_box(config: GeneratorConfig) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) generator pixels where the blend mask can be non-zero."""
+    size = config.image_size
+    support = lower_face_region(config, size, margin=config.blend_margin)[0, 0].numpy() > 1e-4
+    rows, columns = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+    if rows.size == 0:
+        return 0, size, 0, size
+    return (
+        max(0, int(rows[0]) - 1),
+        min(size, int(rows[-1]) + 2),
+        max(0, int(columns[0]) - 1),
+        min(size, int(columns[-1]) + 2),
+    )
 
 
 def model_crop(model: AvatarModel) -> CropConfig:
