@@ -119,7 +119,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     render.add_argument("--threads", type=int, default=None, help="threads (default: cores)")
-    render.add_argument("--batch", type=int, default=4, help="frames per model call")
+    render.add_argument(
+        "--batch", type=int, default=1, help="frames per model call (more helps on a GPU)"
+    )
     return parser
 
 
