@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +26,15 @@ from engine.backends import (
     weights_digest,
 )
 from engine.errors import PresenterError
-from engine.generator import AvatarGenerator, GeneratorConfig
+from engine.generator import AvatarGenerator
 from engine.motion import MotionConfig, MotionModel, MotionTransformer
+from tests.test_generator_model import TINY
+from tests.test_motion_model import _model as small_motion_model
 
 MOTION = MotionConfig(
     num_coefficients=6, width=32, layers=2, heads=2, style_dim=16, style_hidden=24, dropout=0.0
 )
-GENERATOR = GeneratorConfig(
-    image_size=64,
-    min_resolution=8,
-    channel_base=128,
-    channel_min=8,
-    channel_max=16,
-    style_dim=16,
-    num_coefficients=5,
-    mapping_layers=2,
-)
+GENERATOR = replace(TINY, image_size=64)
 KINDS = ("eager", "onnxrt", "openvino", "compiled", "tensorrt")
 TOLERANCE = 1e-3
 
@@ -62,16 +56,7 @@ def one_thread():
 
 
 def _motion(seed: int = 0) -> MotionTransformer:
-    torch.manual_seed(seed)
-    model = MotionModel(MOTION)
-    rng = np.random.default_rng(seed)
-    model.set_statistics(
-        mel_mean=rng.normal(-6.0, 1.0, MOTION.num_mels),
-        mel_std=rng.uniform(2.0, 5.0, MOTION.num_mels),
-        coefficient_mean=rng.normal(0.0, 0.1, MOTION.num_coefficients),
-        coefficient_std=rng.uniform(0.05, 0.3, MOTION.num_coefficients),
-    )
-    return model.transformer.eval()
+    return small_motion_model(MOTION, seed).transformer.eval()
 
 
 def _generator(seed: int = 0) -> AvatarGenerator:
