@@ -41,6 +41,13 @@ def render_file(
 ) -> RenderSummary:
     """Render ``audio_path`` through ``engine`` into ``out_path`` (mp4, H.264 + AAC)."""
     pcm, rate = read_audio(audio_path)
+    return render_audio(engine, pcm, rate, out_path, progress=progress)
+
+
+def render_audio(
+    engine: AvatarEngine, pcm: np.ndarray, rate: int, out_path: Path, *, progress: bool = True
+) -> RenderSummary:
+    """Render mono float32 ``pcm`` at ``rate`` into ``out_path`` (mp4, H.264 + AAC)."""
     seconds = len(pcm) / rate
     total = int(np.ceil(seconds * FPS - 1e-9))
     began = time.perf_counter()

@@ -107,7 +107,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Lip-sync a whole audio file (wav, mp3, ogg, m4a, mp4, ...) into an mp4 "
         "with the sound muxed in.",
     )
-    render.add_argument("--audio", type=Path, required=True, help="speech to lip-sync")
+    speech = render.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", type=Path, help="speech to lip-sync (any audio file)")
+    speech.add_argument("--text", help="text to speak with espeak-ng and lip-sync")
+    render.add_argument("--voice", default="en-us", help="espeak-ng voice for --text")
     render.add_argument("--out", type=Path, required=True, help="the mp4 to write")
     render.add_argument("--avatar", default="default", help="avatar name (default: default)")
     render.add_argument("--model", default="default", help="model name or folder")
@@ -131,11 +134,11 @@ def _run_render(args: argparse.Namespace) -> int:
     from engine.avatar import load_avatar
     from engine.avatar_model import load_avatar_model
     from engine.facade import AvatarEngine, EngineConfig, model_crop
-    from engine.offline_render import render_file
+    from engine.offline_render import render_audio, render_file
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    if not args.audio.is_file():
+    if args.audio is not None and not args.audio.is_file():
         raise PresenterError(f"audio file {args.audio} does not exist")
     model = load_avatar_model(args.model)
     engine = AvatarEngine(
@@ -145,7 +148,14 @@ def _run_render(args: argparse.Namespace) -> int:
             backend=args.backend, device=args.device, threads=threads, batch=args.batch
         ),
     )
-    render_file(engine, args.audio, args.out)
+    if args.audio is not None:
+        render_file(engine, args.audio, args.out)
+    else:
+        from engine.speech.espeak import EspeakVoice
+
+        utterance = EspeakVoice(voice=args.voice).synthesize(args.text)
+        render_audio(engine, utterance.audio, utterance.sample_rate, args.out)
+    log.info("wrote %s", args.out)
     return 0
 
 

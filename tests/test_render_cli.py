@@ -89,3 +89,15 @@ def test_rendered_mp4_plays_in_chromium_with_sound(rendered) -> None:
     assert abs(state["d"] - seconds) < 0.1
     assert state["audio"] > 0 and state["video"] > 0
     assert state["frames"] > 20
+
+
+def test_render_speaks_text_with_espeak(tmp_path) -> None:
+    out = tmp_path / "hello.mp4"
+    code = main(
+        ["render", "--text", "Hello there.", "--out", str(out), "--backend", "onnxrt",
+         "--threads", "1"]
+    )  # fmt: skip
+    assert code == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames > 10
+        assert container.streams.audio[0].frames > 0
