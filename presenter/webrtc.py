@@ -1,0 +1,378 @@
+"""WebRTC tracks for an :class:`~presenter.stream.AvatarStream` (aiortc).
+
+Video: ONE H.264 encoder per presenter
+--------------------------------------
+:class:`SharedVideoEncoder` reads the frames of one subscription, encodes each frame once
+(libx264 through PyAV: yuv420p, constrained baseline, ``tune=zerolatency``, no B-frames,
+1.5 Mbps for 512x512, an IDR every 2 s) and fans the encoded ``av.Packet`` out to any
+number of :class:`EncodedVideoTrack` (one per viewer). aiortc's ``RTCRtpSender`` takes an
+``av.Packet`` from ``recv()`` as pre-encoded data and only packetizes it (``H264Encoder.pack``:
+Annex B split, STAP-A / FU-A), so no viewer costs an encoder. Packet pts are the stream's
+``pts_90k`` with a 1/90000 time base: the RTP timestamp is the stream's video clock.
+
+H.264 rather than VP8: browsers decode it (often in hardware), libx264 with zerolatency is
+cheaper than libvpx at this size, and aiortc packetizes pre-encoded H.264 statelessly (its VP8
+``pack`` numbers pictures per sender, which is fine too, but has no advantage). Because the
+packets ARE H.264, the video transceiver must negotiate H.264: :func:`add_viewer` /
+:func:`prefer_h264` restrict it (an offerer through ``setCodecPreferences``; an answerer,
+whose codecs aiortc already fixed in ``setRemoteDescription``, by filtering them).
+
+Keyframes
+---------
+aiortc turns a viewer's PLI / FIR into ``RTCRtpSender._send_keyframe()``, which only affects
+frames it encodes itself; :func:`forward_keyframe_requests` (done by :func:`add_viewer`) makes
+it also ask the shared encoder, whose next frame is then an IDR (for every viewer: an extra
+keyframe is cheap, a second encoder is not). A new viewer waits for a keyframe (and asks for
+one), and a viewer that falls more than ``viewer_queue`` frames behind drops its backlog and
+waits for (and asks for) the next keyframe: a viewer never gets a P-frame whose reference it
+lacks.
+
+Audio
+-----
+:class:`StreamAudioTrack` gives one viewer the stream's 20 ms / 48 kHz chunks as s16 mono
+``av.AudioFrame`` (pts in samples, time base 1/48000) for aiortc's Opus encoder. Audio is
+encoded per viewer by aiortc (cheap); each audio track owns its own subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamError
+
+from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
+from presenter.stream import StreamClosed, Subscription
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
+H264_MIME = "video/h264"
+
+
+class SharedVideoEncoder:
+    """One H.264 encoder for all viewers of a presenter.
+
+    ``subscription``: a subscription of the stream, owned (and closed) by the encoder; its
+    audio is drained and discarded. ``start()`` (or ``async with``) runs it; ``track()``
+    makes a viewer's track; ``close()`` ends the tracks.
+    """
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        bitrate: int = 1_500_000,
+        fps: int = 25,
+        keyframe_interval_s: float = 2.0,
+        preset: str = "veryfast",
+        viewer_queue: int = 8,
+    ) -> None:
+        if bitrate <= 0 or fps <= 0 or keyframe_interval_s <= 0 or viewer_queue <= 0:
+            raise ValueError("bitrate, fps, keyframe_interval_s and viewer_queue must be > 0")
+        self.subscription = subscription
+        self.bitrate = bitrate
+        self.fps = fps
+        self.gop = max(1, round(keyframe_interval_s * fps))
+        self.preset = preset
+        self.viewer_queue = viewer_queue
+        self.frames_in = 0  # frames read from the stream
+        self.frames_encoded = 0  # frames that came out of the encoder (one packet each)
+        self.keyframes = 0
+        self.keyframe_requests = 0
+        self._viewers: list[EncodedVideoTrack] = []
+        self._force_keyframe = False
+        self._codec: Any = None
+        self._size: tuple[int, int] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encoder")
+        self._tasks = [
+            loop.create_task(self._run(), name="video-encoder"),
+            loop.create_task(self._drain_audio(), name="video-encoder-audio"),
+        ]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.subscription.close("video encoder closed")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._end_viewers()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SharedVideoEncoder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- viewers --------------------------------------------------------------------------
+    def track(self) -> EncodedVideoTrack:
+        """A new viewer's track: it starts at the next keyframe (requested now)."""
+        if self._closed:
+            raise StreamClosed("the video encoder is closed")
+        track = EncodedVideoTrack(self)
+        self._viewers.append(track)
+        self.request_keyframe()
+        return track
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def request_keyframe(self) -> None:
+        """Make the next encoded frame an IDR (PLI / FIR from any viewer, or a new viewer)."""
+        self.keyframe_requests += 1
+        self._force_keyframe = True
+
+    def _detach(self, track: EncodedVideoTrack) -> None:
+        with contextlib.suppress(ValueError):
+            self._viewers.remove(track)
+
+    def _end_viewers(self) -> None:
+        for track in list(self._viewers):
+            track._end()
+        self._viewers.clear()
+
+    # -- encoding -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await self.subscription.next_video()
+                self.frames_in += 1
+                force = self._force_keyframe
+                self._force_keyframe = False
+                packets = await loop.run_in_executor(self._executor, self._encode, frame, force)
+                for packet in packets:
+                    self.frames_encoded += 1
+                    if packet.is_keyframe:
+                        self.keyframes += 1
+                    for viewer in list(self._viewers):
+                        viewer._offer(packet)
+        except StreamClosed:
+            pass
+        except Exception:
+            log.exception("the shared video encoder failed")
+        finally:
+            self._end_viewers()
+
+    async def _drain_audio(self) -> None:
+        with contextlib.suppress(StreamClosed):
+            while True:
+                await self.subscription.next_audio()
+
+    def _open(self, width: int, height: int) -> Any:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width = width
+        codec.height = height
+        codec.pix_fmt = "yuv420p"
+        codec.bit_rate = self.bitrate
+        codec.framerate = fractions.Fraction(self.fps, 1)
+        codec.time_base = VIDEO_TIME_BASE
+        codec.gop_size = self.gop
+        codec.max_b_frames = 0
+        codec.profile = "Baseline"
+        codec.options = {
+            "preset": self.preset,
+            "tune": "zerolatency",
+            "level": "31",
+            "forced-idr": "1",
+            "x264-params": f"keyint={self.gop}:min-keyint={self.gop}:scenecut=0",
+        }
+        codec.open()
+        return codec
+
+    def _encode(self, frame: VideoOut, force_keyframe: bool) -> list[av.Packet]:
+        """On the encoder thread: one frame in, its packet(s) out (pts on the 90 kHz clock)."""
+        if frame.format == "yuv420p":
+            height, width = frame.image.shape[0] * 2 // 3, frame.image.shape[1]
+            video = av.VideoFrame.from_ndarray(frame.image, format="yuv420p")
+        else:
+            height, width = frame.image.shape[:2]
+            video = av.VideoFrame.from_ndarray(frame.image, format="rgb24").reformat(
+                format="yuv420p"
+            )
+        if self._codec is None or self._size != (width, height):
+            self._codec, self._size = self._open(width, height), (width, height)
+            force_keyframe = True
+        video.pts = frame.pts_90k
+        video.time_base = VIDEO_TIME_BASE
+        video.pict_type = (
+            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        )
+        packets: list[av.Packet] = list(self._codec.encode(video))
+        for packet in packets:
+            packet.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+class EncodedVideoTrack(MediaStreamTrack):
+    """One viewer's video: the shared encoder's H.264 packets, from a keyframe on."""
+
+    kind = "video"
+
+    def __init__(self, encoder: SharedVideoEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.packets_sent = 0
+        self.resyncs = 0  # times it dropped its backlog and waited for a keyframe
+        self._queue: deque[av.Packet] = deque()
+        self._waiting_keyframe = True
+        self._ended = False
+        self._wakeup = asyncio.Event()
+
+    def request_keyframe(self) -> None:
+        self.encoder.request_keyframe()
+
+    async def recv(self) -> av.Packet:
+        while not self._queue:
+            if self._ended or self.readyState != "live":
+                raise MediaStreamError
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self.packets_sent += 1
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self.encoder._detach(self)
+        self._wakeup.set()
+
+    # -- the encoder's side ---------------------------------------------------------------
+    def _offer(self, packet: av.Packet) -> None:
+        if self._waiting_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._waiting_keyframe = False
+        if len(self._queue) >= self.encoder.viewer_queue:
+            self._queue.clear()
+            self.resyncs += 1
+            if not packet.is_keyframe:
+                self._waiting_keyframe = True
+                self.encoder.request_keyframe()
+                return
+        self._queue.append(packet)
+        self._wakeup.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+
+class StreamAudioTrack(MediaStreamTrack):
+    """One viewer's audio: the stream's 20 ms 48 kHz chunks as s16 mono frames.
+
+    Owns ``subscription`` (closed when the track stops); its video is drained and discarded,
+    so subscribe with a small ``video_queue_ms``.
+    """
+
+    kind = "audio"
+
+    def __init__(self, subscription: Subscription) -> None:
+        super().__init__()
+        self.subscription = subscription
+        self.frames_sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            chunk = await self.subscription.next_audio()
+        except StreamClosed as exc:
+            self.stop()
+            raise MediaStreamError from exc
+        self.frames_sent += 1
+        return audio_frame(chunk)
+
+    def stop(self) -> None:
+        super().stop()
+        self.subscription.close("audio track stopped")
+
+
+def audio_frame(chunk: AudioChunk) -> av.AudioFrame:
+    """An ``AudioChunk`` (float32 mono) as an s16 mono ``av.AudioFrame``, pts in samples."""
+    pcm = np.clip(np.rint(chunk.pcm * 32767.0), -32768, 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = chunk.sample_rate
+    frame.pts = chunk.pts
+    frame.time_base = fractions.Fraction(1, chunk.sample_rate)
+    return frame
+
+
+# -- wiring into a peer connection -----------------------------------------------------------
+
+
+def prefer_h264(transceiver: RTCRtpTransceiver) -> None:
+    """Restrict a video transceiver to H.264 (and its RTX).
+
+    Before an offer: through ``setCodecPreferences``. After a remote offer was applied (we
+    answer), aiortc has already fixed the transceiver's codecs: they are filtered instead.
+    """
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    preferred = [c for c in capabilities if c.mimeType.lower() in (H264_MIME, "video/rtx")]
+    transceiver.setCodecPreferences(preferred)
+    negotiated = list(getattr(transceiver, "_codecs", []) or [])
+    if negotiated:
+        h264 = [c for c in negotiated if c.mimeType.lower() == H264_MIME]
+        if not h264:
+            raise ValueError("the remote peer does not offer H.264 video")
+        payload_types = {c.payloadType for c in h264}
+        rtx = [
+            c
+            for c in negotiated
+            if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in payload_types
+        ]
+        transceiver._codecs = h264 + rtx
+
+
+def forward_keyframe_requests(sender: RTCRtpSender, track: EncodedVideoTrack) -> None:
+    """Have the viewer's PLI / FIR (``sender._send_keyframe``) reach the shared encoder."""
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        track.request_keyframe()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+def add_viewer(
+    pc: RTCPeerConnection, encoder: SharedVideoEncoder, audio: StreamAudioTrack | None = None
+) -> EncodedVideoTrack:
+    """Add the shared video (H.264 only, keyframe requests forwarded) and ``audio`` to ``pc``.
+
+    Call it before ``createOffer`` or, when the viewer offers, after ``setRemoteDescription``
+    and before ``createAnswer``.
+    """
+    track = encoder.track()
+    sender = pc.addTrack(track)
+    transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+    prefer_h264(transceiver)
+    forward_keyframe_requests(sender, track)
+    if audio is not None:
+        pc.addTrack(audio)
+    return track
