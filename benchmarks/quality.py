@@ -182,7 +182,7 @@ def _region_scores(
 
 
 def _clip_loudness(mel: np.ndarray, frames: int) -> np.ndarray:
-    energy = np.log(np.exp(mel).sum(axis=1) + 1e-8)
+    energy = mel_energy(mel)
     per_frame = np.full(frames, np.nan)
     for t in range(frames):
         span = energy[4 * t : 4 * t + 4]

@@ -73,19 +73,12 @@ class AvatarModel:
         return self.motion.styles[subject]
 
 
-def _same_basis(motion: MotionCheckpoint, generator: LoadedGenerator) -> bool:
-    mine, theirs = motion.basis.to_arrays(), generator.basis.to_arrays()
-    return mine.keys() == theirs.keys() and all(
-        np.shape(mine[k]) == np.shape(theirs[k]) and np.allclose(mine[k], theirs[k]) for k in mine
-    )
-
-
 def load_avatar_model(name: str | Path = DEFAULT_MODEL) -> AvatarModel:
     """Load a model (both networks in eval mode); checks that the two parts belong together."""
     folder = model_folder(name)
     motion = load_motion_checkpoint(folder / MOTION_FILE)
     generator = load_generator(folder / GENERATOR_FILE)
-    if not _same_basis(motion, generator):
+    if not motion.basis.same_as(generator.basis):
         raise PresenterError(
             f"{folder}: the motion model and the generator use different dynamics bases "
             "(train both on the same prepared dataset)"

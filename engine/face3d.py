@@ -306,6 +306,14 @@ class DynamicsBasis:
             points = points + np.asarray(identity, dtype=np.float64)
         return np.asarray(points)
 
+    def same_as(self, other: DynamicsBasis) -> bool:
+        """Whether ``other`` is this basis (as stored: same points, mean and components)."""
+        mine, theirs = self.to_arrays(), other.to_arrays()
+        return mine.keys() == theirs.keys() and all(
+            np.shape(mine[k]) == np.shape(theirs[k]) and np.allclose(mine[k], theirs[k])
+            for k in mine
+        )
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays for safetensors."""
         return {

@@ -130,13 +130,7 @@ class MixedDynamics:
 
 def _check_same_basis(checkpoint: MotionCheckpoint, dataset: Path) -> None:
     basis, _, _ = read_basis(dataset)
-    mine = checkpoint.basis.to_arrays()
-    theirs = basis.to_arrays()
-    same = mine.keys() == theirs.keys() and all(
-        np.shape(mine[name]) == np.shape(theirs[name]) and np.allclose(mine[name], theirs[name])
-        for name in mine
-    )
-    if not same:
+    if not checkpoint.basis.same_as(basis):
         raise PresenterError(
             f"the motion model was trained on another dynamics basis than {dataset}'s; "
             "train both models on the same prepared dataset"
