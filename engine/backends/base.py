@@ -147,8 +147,7 @@ class MotionBackend(Backend):
         (coefficients,) = self.run_arrays((mel, style))
         return coefficients
 
-    def __call__(self, mel: np.ndarray, style: np.ndarray) -> np.ndarray:
-        return self.run(mel, style)
+    __call__ = run
 
 
 class GeneratorBackend(Backend):
@@ -165,11 +164,4 @@ class GeneratorBackend(Backend):
         crop, mask = self.run_arrays((masked_target, reference, geometry_map, coefficients))
         return crop, mask
 
-    def __call__(
-        self,
-        masked_target: np.ndarray,
-        reference: np.ndarray,
-        geometry_map: np.ndarray,
-        coefficients: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.run(masked_target, reference, geometry_map, coefficients)
+    __call__ = run
