@@ -167,6 +167,8 @@ class AvatarEngine:
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
         self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
         self._rest_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # finished frames at rest per loop frame (read-only, shared by every idle pass)
+        self._idle_images: dict[int, np.ndarray] = {}
         self._driver: Driver | None = None
         self._frontend = MotionFrontEnd(self._motion_config, self._mel)
         self._resampler: StreamingResampler | None = None
@@ -284,6 +286,7 @@ class AvatarEngine:
             self._style = np.asarray(self.model.style(self.avatar.subject), dtype=np.float32)
         self._rest = rest_coefficients(motion.model, self._style, silence=self._silence)
         self._rest_cache.clear()
+        self._idle_images.clear()
 
     @property
     def rest(self) -> np.ndarray:
@@ -377,24 +380,14 @@ class AvatarEngine:
                         self._rest_cache[loops[row]] = crops[row]
         out = []
         for row, index in enumerate(indices):
-            crop, mask = crops[row] if row in crops else self._rest_cache[loops[row]]
             loop = loops[row]
-            began = time.perf_counter()
-            image = paste(
-                self.avatar.frames[loop],
-                crop.transpose(1, 2, 0),
-                mask[0],
-                target=self._targets[loop].transpose(1, 2, 0),
-                frame_to_crop=self.avatar.crop_matrices[loop],
-                crop_size=self.avatar.crop.size,
-                config=self.config.compositor,
-                support=self._support,
-                frame_cache=self._paste_cache.setdefault(loop, {}),
-            )
-            began = self.times.add("compositing", began)
-            if self.config.output == "yuv420p":
-                image = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
-                self.times.add("colour", began)
+            image = self._idle_images.get(loop) if at_rest[row] else None
+            if image is None:
+                crop, mask = crops[row] if row in crops else self._rest_cache[loop]
+                image = self._composite(loop, crop, mask)
+                if at_rest[row]:
+                    image.flags.writeable = False
+                    self._idle_images[loop] = image
             self.times.frames += 1
             out.append(
                 RenderedFrame(
@@ -406,6 +399,51 @@ class AvatarEngine:
                 )
             )
         return out
+
+    def _composite(self, loop: int, crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The generator's crop pasted into loop frame ``loop``, in the output format."""
+        began = time.perf_counter()
+        image = paste(
+            self.avatar.frames[loop],
+            crop.transpose(1, 2, 0),
+            mask[0],
+            target=self._targets[loop].transpose(1, 2, 0),
+            frame_to_crop=self.avatar.crop_matrices[loop],
+            crop_size=self.avatar.crop.size,
+            config=self.config.compositor,
+            support=self._support,
+            frame_cache=self._paste_cache.setdefault(loop, {}),
+        )
+        began = self.times.add("compositing", began)
+        if self.config.output == "yuv420p":
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+            self.times.add("colour", began)
+        return image
+
+    def warm_idle(self) -> int:
+        """Render every frame of the idle loop at rest once: from then on an idle stream costs
+        next to nothing (frames at rest are kept, read-only). Returns the frames rendered."""
+        if self._driver is not None:
+            return 0
+        missing = [loop for loop in range(self.avatar.num_frames) if loop not in self._idle_images]
+        slot = self.config.batch
+        for start in range(0, len(missing), slot):
+            rows = missing[start : start + slot]
+            padded = rows + [rows[-1]] * (slot - len(rows))
+            chosen = np.repeat(self._rest[None].astype(np.float32), slot, axis=0)
+            geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
+            crop, mask = self._generator(
+                self._masked[padded],
+                np.repeat(self._reference[None], slot, axis=0),
+                geometry,
+                chosen,
+            )
+            for position, loop in enumerate(rows):
+                self._rest_cache[loop] = (crop[position], mask[position])
+                image = self._composite(loop, crop[position], mask[position])
+                image.flags.writeable = False
+                self._idle_images[loop] = image
+        return len(missing)
 
 
 def _support_box(config: GeneratorConfig) -> tuple[int, int, int, int]:

@@ -136,3 +136,20 @@ def test_style_and_driver_hooks(parts, speech) -> None:
     assert _max_difference(held, idle.pull()) <= 1
     driven.set_driver(None)
     driven.set_style()  # back to the avatar's own style
+
+
+def test_warm_idle_renders_the_rest_frames_the_stream_would(parts) -> None:
+    silence = np.zeros(16000 * 3, np.float32)  # 75 frames: more than the 2 s loop
+    cold = parts.engine()
+    cold.push_audio(silence, 16000)
+    cold_frames = cold.pull()
+    warm = parts.engine()
+    assert warm.warm_idle() == parts.avatar.num_frames
+    assert warm.warm_idle() == 0  # kept
+    warm.times.clear()
+    warm.push_audio(silence, 16000)
+    warm_frames = warm.pull()
+    assert _max_difference(warm_frames, cold_frames) <= 1
+    assert all(f.speaking == 0.0 for f in warm_frames)
+    assert warm.times.seconds["generator"] == 0.0  # idle frames were all kept
+    assert not warm_frames[0].image.flags.writeable  # shared between passes: read-only
