@@ -102,6 +102,7 @@ from presenter.media import (
     VideoOut,
 )
 from presenter.sources.base import AudioSource
+from presenter.stamp import click_burst, stamp_audio, stamp_video
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class StreamConfig:
     live_buffer_ms: float = 60.0  # a live source's backlog beyond this is dropped
     reanchor_after_ms: float = 250.0  # the pacing re-anchors when it is this late
     log_interval_s: float = 1.0  # at most one "behind" warning per interval
+    stamp: bool = False  # paint frame indices and put 1 s clicks in the audio (presenter.stamp)
 
     def __post_init__(self) -> None:
         if self.render_budget_ms <= 0:
@@ -237,8 +239,12 @@ class Subscription:
         video_frames: int,
         audio_chunks: int,
         events: int = 256,
+        audio: bool = True,
+        video: bool = True,
     ) -> None:
         self._detach = detach
+        self.wants_audio = audio
+        self.wants_video = video
         self._audio: _Channel[AudioChunk] = _Channel(audio_chunks, drop_oldest=False)
         self._video: _Channel[VideoOut] = _Channel(video_frames, drop_oldest=True)
         self._events: _Channel[SegmentEvent] = _Channel(events, drop_oldest=True)
@@ -285,13 +291,16 @@ class Subscription:
 
     # -- the stream's side --------------------------------------------------------------
     def _put_audio(self, chunk: AudioChunk) -> None:
+        if not self.wants_audio:
+            return
         if not self._audio.put(chunk) and not self.closed:
             limit_ms = self._audio.limit * 1000 * CHUNK_SAMPLES // OUTPUT_RATE
             log.warning("a subscriber fell more than %d ms of audio behind: closed", limit_ms)
             self.close(f"the subscriber fell more than {limit_ms} ms of audio behind")
 
     def _put_video(self, frame: VideoOut) -> None:
-        self._video.put(frame)
+        if self.wants_video:
+            self._video.put(frame)
 
     def _put_event(self, event: SegmentEvent) -> None:
         self._events.put(event)
@@ -506,6 +515,7 @@ class AvatarStream:
         # newest ``keep`` without touching the look-ahead; else ``reset()`` has to do.
         self._can_drop = callable(getattr(engine, "drop_ready", None))
         self._counts = dict.fromkeys((field.name for field in fields(StreamStats)), 0)
+        self._burst = click_burst() if self.config.stamp else None
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -536,6 +546,12 @@ class AvatarStream:
         """Stream samples (48 kHz) the producer has reached."""
         return self._tick_pos
 
+    def input_time(self, sample: int) -> float:
+        """Clock time at which the input chunk holding output sample ``sample`` was taken
+        into the stream (per the current anchor): chunk ``[n - 960, n)`` at the tick ``n``."""
+        end = (sample // CHUNK_SAMPLES + 1) * CHUNK_SAMPLES
+        return self._anchor_time + (end - self._anchor_pos) / OUTPUT_RATE
+
     def release_time(self, pts: int) -> float:
         """Clock time at which output sample ``pts`` leaves (per the current anchor)."""
         return self._anchor_time + (pts + self.delay_samples - self._anchor_pos) / OUTPUT_RATE
@@ -559,18 +575,26 @@ class AvatarStream:
         await self.close()
 
     def subscribe(
-        self, *, video_queue_ms: float | None = None, audio_queue_ms: float | None = None
+        self,
+        *,
+        video_queue_ms: float | None = None,
+        audio_queue_ms: float | None = None,
+        audio: bool = True,
+        video: bool = True,
     ) -> Subscription:
-        """A new consumer; it gets what is released from now on."""
+        """A new consumer; it gets what is released from now on (``audio`` / ``video``
+        False: none of that kind; events always)."""
         if self._closed:
             raise StreamClosed(self._failure or "the stream is closed")
-        video = self._video_frames
+        frames = self._video_frames
         if video_queue_ms is not None:
-            video = max(1, math.ceil(video_queue_ms * self.fps / 1000))
-        audio = self._audio_chunks
+            frames = max(1, math.ceil(video_queue_ms * self.fps / 1000))
+        chunks = self._audio_chunks
         if audio_queue_ms is not None:
-            audio = max(2, math.ceil(audio_queue_ms * OUTPUT_RATE / 1000 / CHUNK_SAMPLES))
-        subscription = Subscription(self._detach, video_frames=video, audio_chunks=audio)
+            chunks = max(2, math.ceil(audio_queue_ms * OUTPUT_RATE / 1000 / CHUNK_SAMPLES))
+        subscription = Subscription(
+            self._detach, video_frames=frames, audio_chunks=chunks, audio=audio, video=video
+        )
         self._subscribers.append(subscription)
         return subscription
 
@@ -827,6 +851,8 @@ class AvatarStream:
         position = self._tick_pos - self.delay_samples  # everything before this leaves now
         while self._delay_line and self._delay_line[0].pts <= position:
             chunk = self._delay_line.popleft()
+            if self._burst is not None:
+                chunk = stamp_audio(chunk, self._burst)
             self._counts["audio_chunks"] += 1
             for subscriber in list(self._subscribers):
                 subscriber._put_audio(chunk)
@@ -837,6 +863,8 @@ class AvatarStream:
                 self._counts["frames_dropped"] += 1
                 self._note_drop()
             else:
+                if self._burst is not None:
+                    frame = stamp_video(frame)
                 self._counts["frames_emitted"] += 1
                 for subscriber in list(self._subscribers):
                     subscriber._put_video(frame)

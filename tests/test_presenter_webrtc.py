@@ -21,7 +21,7 @@ from aiortc.mediastreams import MediaStreamError
 from presenter.clock import RealClock
 from presenter.media import AudioChunk, VideoOut
 from presenter.stream import AvatarStream
-from presenter.webrtc import SharedVideoEncoder, StreamAudioTrack, add_viewer, audio_frame
+from presenter.webrtc import SharedAudioEncoder, SharedVideoEncoder, add_viewer, audio_frame
 from tests.conftest import ShippedBackends
 
 
@@ -92,7 +92,8 @@ def test_two_viewers_share_one_encoder(shipped_backends: ShippedBackends) -> Non
     async def main() -> None:
         async with (
             AvatarStream(parts.engine(output="yuv420p"), clock=RealClock()) as stream,
-            SharedVideoEncoder(stream.subscribe()) as encoder,
+            SharedVideoEncoder(stream.subscribe(audio=False)) as encoder,
+            SharedAudioEncoder(stream.subscribe(video=False)) as audio_encoder,
         ):
             viewers = [_Viewer(), _Viewer()]
             presenters: list[RTCPeerConnection] = []
@@ -101,13 +102,12 @@ def test_two_viewers_share_one_encoder(shipped_backends: ShippedBackends) -> Non
                 pc = RTCPeerConnection(RTCConfiguration())
                 presenters.append(pc)
                 await pc.setRemoteDescription(viewer.pc.localDescription)
-                audio = StreamAudioTrack(stream.subscribe(video_queue_ms=40))
-                add_viewer(pc, encoder, audio)
+                add_viewer(pc, encoder, audio_encoder.track())
                 await pc.setLocalDescription(await pc.createAnswer())
                 assert "H264" in pc.localDescription.sdp
                 assert "VP8" not in pc.localDescription.sdp
                 await viewer.pc.setRemoteDescription(pc.localDescription)
-            assert encoder.viewers == 2
+            assert encoder.viewers == 2 and audio_encoder.viewers == 2
 
             # a PLI from a viewer reaches the shared encoder
             requests = encoder.keyframe_requests
@@ -130,7 +130,9 @@ def test_two_viewers_share_one_encoder(shipped_backends: ShippedBackends) -> Non
                 assert set(viewer.video) == {(width, height)}
                 assert len(viewer.audio_rates) >= 10
                 assert set(viewer.audio_rates) == {48000}
-            # one encoder: each frame released by the stream is encoded once, not per viewer
+            # one encoder each: every chunk and frame released by the stream is encoded once
+            assert audio_encoder.chunks_encoded <= stream.stats.audio_chunks
+            # each frame released by the stream is encoded once, not per viewer
             # (one frame may still be in the encoder)
             assert encoder.frames_in - 1 <= encoder.frames_encoded <= encoder.frames_in
             assert encoder.frames_encoded <= stream.stats.frames_emitted
