@@ -12,8 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import PresenterError
+
+if TYPE_CHECKING:
+    from presenter.engine_process import EngineProcess, EngineRecipe
+    from presenter.live import PresenterConfig
 
 log = logging.getLogger("presenter")
 
@@ -112,42 +117,100 @@ def _build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--text", help="text to speak with espeak-ng and lip-sync")
     render.add_argument("--voice", default="en-us", help="espeak-ng voice for --text")
     render.add_argument("--out", type=Path, required=True, help="the mp4 to write")
-    render.add_argument("--avatar", default="default", help="avatar name (default: default)")
-    render.add_argument("--model", default="default", help="model name or folder")
+    _add_engine_options(render)
     render.add_argument(
+        "--batch", type=int, default=1, help="frames per model call (more helps on a GPU)"
+    )
+    serve = commands.add_parser(
+        "serve",
+        help="run the live presenter: a web page with the avatar over WebRTC",
+        description="Serve the avatar live: open the printed URL in a browser and click Start. "
+        "The avatar idles (blinks, breathes) and speaks, lip-synced, when speech comes in.",
+    )
+    serve.add_argument(
+        "--source",
+        default="tts",
+        help="where speech comes from: tts (speaks --text to each new viewer), file:PATH "
+        "(likewise, any audio file), mic[:DEVICE] (this machine's microphone, live) or "
+        "browser-mic (the viewer's own microphone; the avatar mirrors them) or none (it "
+        "idles). Default: tts",
+    )
+    serve.add_argument("--text", default=None, help="what the tts source says")
+    serve.add_argument("--voice", default="en-us", help="espeak-ng voice of the tts source")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    serve.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN server for the server and the page, e.g. stun:stun.example.org:3478 "
+        "(repeatable; none by default: fine on one machine or a LAN)",
+    )
+    serve.add_argument("--turn", default=None, metavar="URL", help="TURN server URL")
+    serve.add_argument("--turn-user", default=None, help="TURN username")
+    serve.add_argument("--turn-password", default=None, help="TURN credential")
+    serve.add_argument(
+        "--stamp",
+        action="store_true",
+        help="measurement mode: paint frame numbers into the video and put a 15 kHz click "
+        "in the audio every second; the page's stats then show A/V offset and latency",
+    )
+    serve.add_argument(
+        "--bitrate", type=int, default=1500, help="video bitrate in kbit/s (default 1500)"
+    )
+    serve.add_argument("--max-viewers", type=int, default=16, help="viewers at most (default 16)")
+    serve.add_argument(
+        "--render-budget",
+        default="auto",
+        metavar="MS",
+        help="time a frame may take to render before it is dropped, in 20 ms steps; the audio "
+        "is held back by one frame + the model's look-ahead (100 ms) + this. Default auto: "
+        "from the render time measured at start (80 ms on 2 CPU cores, 40 ms on a GPU)",
+    )
+    _add_engine_options(serve, threads_help="threads (default: cores - 1)")
+    return parser
+
+
+def _add_engine_options(
+    parser: argparse.ArgumentParser, threads_help: str = "threads (default: cores)"
+) -> None:
+    parser.add_argument("--avatar", default="default", help="avatar name (default: default)")
+    parser.add_argument("--model", default="default", help="model name or folder")
+    parser.add_argument(
         "--backend",
         default="auto",
         choices=("auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt"),
         help="inference runtime (default: the fastest that works here)",
     )
-    render.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    render.add_argument("--threads", type=int, default=None, help="threads (default: cores)")
-    render.add_argument(
-        "--batch", type=int, default=1, help="frames per model call (more helps on a GPU)"
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
+
+
+def _recipe(args: argparse.Namespace, *, spare_cores: int = 0, **fields: Any) -> EngineRecipe:
+    """The engine the command line asks for. Without ``--threads`` it uses every core but
+    ``spare_cores`` (at least one thread)."""
+    from presenter.engine_process import EngineRecipe
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) - spare_cores)
+    return EngineRecipe(
+        model=args.model,
+        avatar=args.avatar,
+        backend=args.backend,
+        device=args.device,
+        threads=threads,
+        **fields,
     )
-    return parser
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    import torch
-
-    from engine.avatar import load_avatar
-    from engine.avatar_model import load_avatar_model
-    from engine.facade import AvatarEngine, EngineConfig, model_crop
     from engine.offline_render import render_audio, render_file
 
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
     if args.audio is not None and not args.audio.is_file():
         raise PresenterError(f"audio file {args.audio} does not exist")
-    model = load_avatar_model(args.model)
-    engine = AvatarEngine(
-        model=model,
-        avatar=load_avatar(args.avatar, crop=model_crop(model)),
-        config=EngineConfig(
-            backend=args.backend, device=args.device, threads=threads, batch=args.batch
-        ),
-    )
+    from presenter.engine_process import build_engine
+
+    engine = build_engine(_recipe(args, batch=args.batch))
     if args.audio is not None:
         render_file(engine, args.audio, args.out)
     else:
@@ -157,6 +220,76 @@ def _run_render(args: argparse.Namespace) -> int:
         render_audio(engine, utterance.audio, utterance.sample_rate, args.out)
     log.info("wrote %s", args.out)
     return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from presenter.live import GREETING, IceServer, PresenterConfig, SourceSpec
+    from presenter.server import WEB_ROOT
+    from presenter.stream import StreamConfig
+
+    if not (WEB_ROOT / "index.html").is_file():
+        raise PresenterError(f"the viewer page is missing: {WEB_ROOT / 'index.html'}")
+
+    servers = [IceServer((url,)) for url in args.stun]
+    if args.turn is not None:
+        servers.append(IceServer((args.turn,), args.turn_user, args.turn_password))
+    source = SourceSpec.parse(args.source)
+    budget = None if args.render_budget == "auto" else _positive_ms(args.render_budget)
+    if source.kind == "tts":
+        from engine.speech.espeak import EspeakVoice
+
+        EspeakVoice(voice=args.voice)  # a missing espeak-ng or voice fails now, not later
+    from presenter.engine_process import EngineProcess, render_budget_ms
+
+    # The engine runs in a process of its own (see presenter.engine_process); one core is
+    # left to the event loop: the encoder, the network, the viewers.
+    with EngineProcess(_recipe(args, spare_cores=1, output="yuv420p")) as engine:
+        if budget is None:
+            budget = render_budget_ms(engine.frame_ms)
+            log.info("render budget %.0f ms (a frame took %.1f ms)", budget, engine.frame_ms)
+        config = PresenterConfig(
+            source=source,
+            text=args.text or GREETING,
+            voice=args.voice,
+            ice_servers=tuple(servers),
+            video_bitrate=args.bitrate * 1000,
+            max_viewers=args.max_viewers,
+            stream=StreamConfig(stamp=args.stamp, render_budget_ms=budget),
+        )
+        asyncio.run(_serve(engine, config, args.host, args.port))
+    return 0
+
+
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise PresenterError(f"--render-budget takes auto or a positive number of ms, not {text!r}")
+    return value
+
+
+async def _serve(engine: EngineProcess, config: PresenterConfig, host: str, port: int) -> None:
+    import asyncio
+
+    from presenter.live import Presenter
+    from presenter.server import PresenterServer
+
+    async with Presenter(engine, config) as presenter:
+        server = PresenterServer(presenter, host=host, port=port)
+        url = await server.start()
+        print(  # noqa: T201 - the command's output: where to look
+            f"Presenter live at {url} (source: {config.source}); open it in a browser and "
+            "click Start. Ctrl-C stops.",
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
 
 
 def _checkpoint(value: str | None, file_name: str, option: str) -> Path:
@@ -273,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_train(args)
         if args.command == "render":
             return _run_render(args)
+        if args.command == "serve":
+            return _run_serve(args)
     except PresenterError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -80,12 +80,11 @@ def build_engine(recipe: EngineRecipe) -> AvatarEngine:
 
 
 def render_budget_ms(frame_ms: float) -> float:
-    """The stream's render budget for a measured render cost per frame: 2.4 frames' worth,
-    in 20 ms steps, at least 20 ms. A frame may then wait for the one before it and still
-    absorb a hiccup of the machine (2 cores, 33 ms a frame: 80 ms, under 1 % of frames
-    dropped with a browser on the same machine where 60 ms dropped 2-8 %; a GPU at 8 ms a
-    frame: 20 ms)."""
-    steps = math.ceil(max(20.0, 2.4 * frame_ms) / 20.0)
+    """The stream's render budget for a measured render cost per frame: a frame may have to
+    wait for the one before it (2 x the cost) and still absorb a 20 ms hiccup of the machine;
+    in 20 ms steps. 2 CPU cores, 25-30 ms a frame: 80 ms (under 1 % of frames dropped with a
+    browser on the same machine, where 60 ms dropped 2-8 %); a GPU, 8 ms a frame: 40 ms."""
+    steps = math.ceil((2.0 * max(0.0, frame_ms) + 20.0) / 20.0)
     return 20.0 * steps
 
 

@@ -1,0 +1,229 @@
+"""The presenter's HTTP and websocket server (aiohttp): the viewer page, signaling, status.
+
+Routes
+------
+- ``GET /``: the viewer (``web/index.html``); ``GET /web/<file>``: its scripts and styles.
+- ``GET /ws``: a websocket per page. The server sends ``hello`` (ICE servers, source,
+  timing constants, the stamp layout when stamping), then a ``clock`` message every second
+  (stream samples -> wall clock, for glass-to-glass measurement) and ``segment`` events
+  (speech started / ended, with the stream sample at which they are heard). The page sends
+  ``offer`` (SDP, non-trickle) and gets ``answer``; a new offer replaces the page's viewer.
+  A malformed or unknown message gets one ``error`` line back; the page, the other pages
+  and the stream go on.
+- ``GET /status``: JSON: viewers, source, frames emitted, dropped and encoded.
+
+aiohttp rather than the ``websockets`` package: one server on one port serves the page, the
+websocket and plain HTTP endpoints (``websockets`` answers only the upgrade GET), and it is
+already what aiortc's own examples are written against.
+
+No module-level mutable state: a :class:`PresenterServer` holds its presenter and runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from engine.errors import PresenterError
+from presenter.live import Presenter, Viewer
+from presenter.media import SegmentEnd, SegmentEvent, SegmentStart
+from presenter.stream import StreamClosed
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+MAX_MESSAGE_BYTES = 256 * 1024  # an SDP offer is a few kB
+CLOCK_INTERVAL_S = 1.0
+
+
+def _segment_message(event: SegmentEvent) -> dict[str, Any]:
+    if isinstance(event, SegmentStart):
+        return {"type": "segment", "event": "start", "name": event.name, "pts": event.pts}
+    assert isinstance(event, SegmentEnd)
+    message: dict[str, Any] = {
+        "type": "segment",
+        "event": "end",
+        "name": event.name,
+        "pts": event.pts,
+        "interrupted": event.interrupted,
+    }
+    if event.error is not None:
+        message["error"] = event.error
+    return message
+
+
+class PresenterServer:
+    """Serves one :class:`Presenter` on ``host:port`` (``port=0``: any free port)."""
+
+    def __init__(
+        self,
+        presenter: Presenter,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        web_root: Path = WEB_ROOT,
+    ) -> None:
+        if not (web_root / "index.html").is_file():
+            raise PresenterError(f"the viewer page is missing: {web_root / 'index.html'}")
+        self.presenter = presenter
+        self.host = host
+        self.port = port
+        self.web_root = web_root
+        self._runner: web.AppRunner | None = None
+        self._pages: set[web.WebSocketResponse] = set()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/status", self._status)
+        app.router.add_static("/web", self.web_root, show_index=False)
+        return app
+
+    async def start(self) -> str:
+        """Listen; returns the page's URL."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise PresenterError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        return self.url
+
+    async def close(self) -> None:
+        for page in list(self._pages):
+            with contextlib.suppress(Exception):
+                await page.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers ---------------------------------------------------------------------------
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(self.web_root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.presenter.status())
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        page = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
+        await page.prepare(request)
+        self._pages.add(page)
+        session = _PageSession(self.presenter, page, request.remote or "?")
+        try:
+            await session.run()
+        finally:
+            self._pages.discard(page)
+            await session.close()
+        return page
+
+
+class _PageSession:
+    """One page's websocket: its viewer, its clock and event forwarding."""
+
+    def __init__(self, presenter: Presenter, page: web.WebSocketResponse, peer: str) -> None:
+        self.presenter = presenter
+        self.page = page
+        self.peer = peer
+        self.viewer: Viewer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events = presenter.stream.subscribe(audio=False, video=False)
+
+    async def run(self) -> None:
+        await self._send(self.presenter.hello())
+        await self._send(self.presenter.clock_message())
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._clock(), name="page-clock"),
+            loop.create_task(self._forward_events(), name="page-events"),
+        ]
+        async for message in self.page:
+            if message.type == WSMsgType.TEXT:
+                await self._handle(message.data)
+            elif message.type == WSMsgType.ERROR:
+                log.debug("page %s: websocket error %s", self.peer, self.page.exception())
+                break
+            else:
+                await self._error("send JSON text messages")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._events.close("page closed")
+        if self.viewer is not None:
+            await self.presenter.disconnect(self.viewer)
+            self.viewer = None
+
+    async def _handle(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError as exc:
+            await self._error(f"not JSON: {exc.msg}")
+            return
+        if not isinstance(message, dict):
+            await self._error("a message is a JSON object with a 'type'")
+            return
+        kind = message.get("type")
+        try:
+            if kind == "offer":
+                await self._offer(message)
+            elif kind == "status":
+                await self._send({"type": "status", **self.presenter.status()})
+            else:
+                await self._error(f"unknown message type {kind!r}")
+        except PresenterError as exc:
+            await self._error(str(exc))
+
+    async def _offer(self, message: dict[str, Any]) -> None:
+        sdp = message.get("sdp")
+        if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+            raise PresenterError("an offer needs 'sdp': the session description text")
+        if self.viewer is not None:  # a reconnect on the same page: the old one goes
+            await self.presenter.disconnect(self.viewer)
+            self.viewer = None
+        viewer, answer = await self.presenter.connect(
+            sdp, microphone=bool(message.get("microphone", False))
+        )
+        self.viewer = viewer
+        await self._send({"type": "answer", "sdp": answer})
+
+    async def _clock(self) -> None:
+        while True:
+            await asyncio.sleep(CLOCK_INTERVAL_S)
+            await self._send(self.presenter.clock_message())
+
+    async def _forward_events(self) -> None:
+        with contextlib.suppress(StreamClosed):
+            while True:
+                await self._send(_segment_message(await self._events.next_event()))
+
+    async def _error(self, text: str) -> None:
+        log.info("page %s: %s", self.peer, text)
+        await self._send({"type": "error", "message": text})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.page.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.page.send_str(json.dumps(message))
