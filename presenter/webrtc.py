@@ -61,7 +61,108 @@ AUDIO_TIME_BASE = fractions.Fraction(1, OUTPUT_RATE)
 H264_MIME = "video/h264"
 
 
-class SharedVideoEncoder:
+class _SharedEncoder:
+    """What the shared encoders have in common: one subscription in, encoded packets out to
+    any number of viewer tracks. ``start()`` (or ``async with``) runs ``_encode_loop``;
+    ``close()`` closes the subscription and ends the tracks."""
+
+    kind = ""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self._viewers: list[_PacketTrack] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name=f"{self.kind}-encoder")]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.subscription.close(f"{self.kind} encoder closed")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._end_viewers()
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def _attach(self, track: _PacketTrack) -> None:
+        if self._closed:
+            raise StreamClosed(f"the {self.kind} encoder is closed")
+        self._viewers.append(track)
+
+    def _detach(self, track: _PacketTrack) -> None:
+        with contextlib.suppress(ValueError):
+            self._viewers.remove(track)
+
+    def _end_viewers(self) -> None:
+        for track in list(self._viewers):
+            track._end()
+        self._viewers.clear()
+
+    async def _run(self) -> None:
+        try:
+            await self._encode_loop()
+        except StreamClosed:
+            pass
+        except Exception:
+            log.exception("the shared %s encoder failed", self.kind)
+        finally:
+            self._end_viewers()
+
+    async def _encode_loop(self) -> None:
+        raise NotImplementedError
+
+
+class _PacketTrack(MediaStreamTrack):
+    """One viewer's track of a shared encoder: the packets offered to it (``_offer``, by the
+    subclass's rules), in order, as aiortc's pre-encoded input."""
+
+    def __init__(self, encoder: _SharedEncoder) -> None:
+        super().__init__()
+        self._encoder = encoder
+        self.packets_sent = 0
+        self._queue: deque[av.Packet] = deque()
+        self._ended = False
+        self._wakeup = asyncio.Event()
+
+    async def recv(self) -> av.Packet:
+        while not self._queue:
+            if self._ended or self.readyState != "live":
+                raise MediaStreamError
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self.packets_sent += 1
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._encoder._detach(self)
+        self._wakeup.set()
+
+    def _push(self, packet: av.Packet) -> None:
+        self._queue.append(packet)
+        self._wakeup.set()
+
+    def _offer(self, packet: av.Packet) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wakeup.set()
+
+
+class SharedVideoEncoder(_SharedEncoder):
     """One H.264 encoder for all viewers of a presenter.
 
     ``subscription``: a subscription of the stream, owned (and closed) by the encoder (best
@@ -81,7 +182,7 @@ class SharedVideoEncoder:
     ) -> None:
         if bitrate <= 0 or fps <= 0 or keyframe_interval_s <= 0 or viewer_queue <= 0:
             raise ValueError("bitrate, fps, keyframe_interval_s and viewer_queue must be > 0")
-        self.subscription = subscription
+        super().__init__(subscription)
         self.bitrate = bitrate
         self.fps = fps
         self.gop = max(1, round(keyframe_interval_s * fps))
@@ -91,37 +192,28 @@ class SharedVideoEncoder:
         self.frames_encoded = 0  # frames that came out of the encoder (one packet each)
         self.keyframes = 0
         self.keyframe_requests = 0
-        self._viewers: list[EncodedVideoTrack] = []
         self._force_keyframe = False
         self._codec: Any = None
         self._size: tuple[int, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closed = False
+
+    kind = "video"
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         if self._tasks or self._closed:
             return
-        loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video-encoder")
-        self._tasks = [loop.create_task(self._run(), name="video-encoder")]
+        await super().start()
         if self.subscription.wants_audio:
+            loop = asyncio.get_running_loop()
             self._tasks.append(loop.create_task(self._drain_audio(), name="video-encoder-audio"))
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.subscription.close("video encoder closed")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._end_viewers()
+        await super().close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def __aenter__(self) -> SharedVideoEncoder:
         await self.start()
@@ -133,53 +225,31 @@ class SharedVideoEncoder:
     # -- viewers --------------------------------------------------------------------------
     def track(self) -> EncodedVideoTrack:
         """A new viewer's track: it starts at the next keyframe (requested now)."""
-        if self._closed:
-            raise StreamClosed("the video encoder is closed")
         track = EncodedVideoTrack(self)
-        self._viewers.append(track)
+        self._attach(track)
         self.request_keyframe()
         return track
-
-    @property
-    def viewers(self) -> int:
-        return len(self._viewers)
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame an IDR (PLI / FIR from any viewer, or a new viewer)."""
         self.keyframe_requests += 1
         self._force_keyframe = True
 
-    def _detach(self, track: EncodedVideoTrack) -> None:
-        with contextlib.suppress(ValueError):
-            self._viewers.remove(track)
-
-    def _end_viewers(self) -> None:
-        for track in list(self._viewers):
-            track._end()
-        self._viewers.clear()
-
     # -- encoding -------------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _encode_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                frame = await self.subscription.next_video()
-                self.frames_in += 1
-                force = self._force_keyframe
-                self._force_keyframe = False
-                packets = await loop.run_in_executor(self._executor, self._encode, frame, force)
-                for packet in packets:
-                    self.frames_encoded += 1
-                    if packet.is_keyframe:
-                        self.keyframes += 1
-                    for viewer in list(self._viewers):
-                        viewer._offer(packet)
-        except StreamClosed:
-            pass
-        except Exception:
-            log.exception("the shared video encoder failed")
-        finally:
-            self._end_viewers()
+        while True:
+            frame = await self.subscription.next_video()
+            self.frames_in += 1
+            force = self._force_keyframe
+            self._force_keyframe = False
+            packets = await loop.run_in_executor(self._executor, self._encode, frame, force)
+            for packet in packets:
+                self.frames_encoded += 1
+                if packet.is_keyframe:
+                    self.keyframes += 1
+                for viewer in list(self._viewers):
+                    viewer._offer(packet)
 
     async def _drain_audio(self) -> None:
         with contextlib.suppress(StreamClosed):
@@ -231,39 +301,20 @@ class SharedVideoEncoder:
         return packets
 
 
-class EncodedVideoTrack(MediaStreamTrack):
+class EncodedVideoTrack(_PacketTrack):
     """One viewer's video: the shared encoder's H.264 packets, from a keyframe on."""
 
     kind = "video"
 
     def __init__(self, encoder: SharedVideoEncoder) -> None:
-        super().__init__()
+        super().__init__(encoder)
         self.encoder = encoder
-        self.packets_sent = 0
         self.resyncs = 0  # times it dropped its backlog and waited for a keyframe
-        self._queue: deque[av.Packet] = deque()
         self._waiting_keyframe = True
-        self._ended = False
-        self._wakeup = asyncio.Event()
 
     def request_keyframe(self) -> None:
         self.encoder.request_keyframe()
 
-    async def recv(self) -> av.Packet:
-        while not self._queue:
-            if self._ended or self.readyState != "live":
-                raise MediaStreamError
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        self.packets_sent += 1
-        return self._queue.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self.encoder._detach(self)
-        self._wakeup.set()
-
-    # -- the encoder's side ---------------------------------------------------------------
     def _offer(self, packet: av.Packet) -> None:
         if self._waiting_keyframe:
             if not packet.is_keyframe:
@@ -276,49 +327,28 @@ class EncodedVideoTrack(MediaStreamTrack):
                 self._waiting_keyframe = True
                 self.encoder.request_keyframe()
                 return
-        self._queue.append(packet)
-        self._wakeup.set()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wakeup.set()
+        self._push(packet)
 
 
-class SharedAudioEncoder:
+class SharedAudioEncoder(_SharedEncoder):
     """One Opus encoder for all viewers: each 20 ms chunk is encoded once (mono, 48 kHz) and
     the packet goes to every :class:`EncodedAudioTrack`; aiortc only packetizes it.
 
     ``subscription``: made with ``video=False``; owned (and closed) by the encoder.
     """
 
+    kind = "audio"
+
     def __init__(
         self, subscription: Subscription, *, bitrate: int = 64_000, viewer_queue: int = 50
     ) -> None:
         if bitrate <= 0 or viewer_queue <= 0:
             raise ValueError("bitrate and viewer_queue must be > 0")
-        self.subscription = subscription
+        super().__init__(subscription)
         self.bitrate = bitrate
         self.viewer_queue = viewer_queue  # packets (20 ms each) a viewer may be behind
         self.chunks_encoded = 0
-        self._viewers: list[EncodedAudioTrack] = []
         self._codec: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def start(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-encoder")
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.subscription.close("audio encoder closed")
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._end_viewers()
 
     async def __aenter__(self) -> SharedAudioEncoder:
         await self.start()
@@ -328,38 +358,16 @@ class SharedAudioEncoder:
         await self.close()
 
     def track(self) -> EncodedAudioTrack:
-        if self._closed:
-            raise StreamClosed("the audio encoder is closed")
         track = EncodedAudioTrack(self)
-        self._viewers.append(track)
+        self._attach(track)
         return track
 
-    @property
-    def viewers(self) -> int:
-        return len(self._viewers)
-
-    def _detach(self, track: EncodedAudioTrack) -> None:
-        with contextlib.suppress(ValueError):
-            self._viewers.remove(track)
-
-    def _end_viewers(self) -> None:
-        for track in list(self._viewers):
-            track._end()
-        self._viewers.clear()
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                chunk = await self.subscription.next_audio()
-                for packet in self._encode(chunk):  # ~0.1 ms: not worth a thread handoff
-                    for viewer in list(self._viewers):
-                        viewer._offer(packet)
-        except StreamClosed:
-            pass
-        except Exception:
-            log.exception("the shared audio encoder failed")
-        finally:
-            self._end_viewers()
+    async def _encode_loop(self) -> None:
+        while True:
+            chunk = await self.subscription.next_audio()
+            for packet in self._encode(chunk):  # ~0.1 ms: not worth a thread handoff
+                for viewer in list(self._viewers):
+                    viewer._offer(packet)
 
     def _encode(self, chunk: AudioChunk) -> list[av.Packet]:
         if self._codec is None:
@@ -379,45 +387,22 @@ class SharedAudioEncoder:
         return packets
 
 
-class EncodedAudioTrack(MediaStreamTrack):
+class EncodedAudioTrack(_PacketTrack):
     """One viewer's audio: the shared Opus encoder's packets. A viewer more than
     ``viewer_queue`` packets behind loses its oldest (counted in ``dropped``)."""
 
     kind = "audio"
 
     def __init__(self, encoder: SharedAudioEncoder) -> None:
-        super().__init__()
+        super().__init__(encoder)
         self.encoder = encoder
-        self.packets_sent = 0
         self.dropped = 0
-        self._queue: deque[av.Packet] = deque()
-        self._ended = False
-        self._wakeup = asyncio.Event()
-
-    async def recv(self) -> av.Packet:
-        while not self._queue:
-            if self._ended or self.readyState != "live":
-                raise MediaStreamError
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        self.packets_sent += 1
-        return self._queue.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self.encoder._detach(self)
-        self._wakeup.set()
 
     def _offer(self, packet: av.Packet) -> None:
         if len(self._queue) >= self.encoder.viewer_queue:
             self._queue.popleft()
             self.dropped += 1
-        self._queue.append(packet)
-        self._wakeup.set()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wakeup.set()
+        self._push(packet)
 
 
 def audio_frame(chunk: AudioChunk) -> av.AudioFrame:
