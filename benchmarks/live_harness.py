@@ -111,8 +111,11 @@ def write_speech(path: Path, seconds: float = 11.0, text: str = SPEECH) -> Path:
 
 
 class LiveServer:
-    def __init__(self, url: str, process: subprocess.Popen[str], log: Path) -> None:
+    def __init__(
+        self, url: str, process: subprocess.Popen[str], log: Path, token: str | None = None
+    ) -> None:
         self.url = url
+        self.token = token  # the control token the server printed
         self.process = process
         self.log = log
 
@@ -147,8 +150,12 @@ def live_server(args: Sequence[str], log: Path, timeout: float = 180.0) -> Itera
                 (line.split()[3] for line in lines if line.startswith("Presenter live")), None
             )
             time.sleep(0.1)
+        time.sleep(0.2)  # the token line follows the URL line
+        token = next(
+            (line.split()[2] for line in lines if line.startswith("Control token:")), None
+        )
         try:
-            yield LiveServer(url, process, log)
+            yield LiveServer(url, process, log, token)
         finally:
             process.send_signal(signal.SIGINT)
             try:

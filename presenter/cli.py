@@ -168,7 +168,38 @@ def _build_parser() -> argparse.ArgumentParser:
         "is held back by one frame + the model's look-ahead (100 ms) + this. Default auto: "
         "from the render time measured at start (80 ms on 2 CPU cores, 40 ms on a GPU)",
     )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("PRESENTER_TOKEN"),
+        help="bearer token of the control API (default: $PRESENTER_TOKEN, else a new one, "
+        "printed once)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page origin (https://example.org) whose websockets are accepted besides the "
+        "server's own (repeatable)",
+    )
     _add_engine_options(serve, threads_help="threads (default: cores - 1)")
+    say = commands.add_parser(
+        "say",
+        help="have a running presenter say something (or stop)",
+        description="Drive a running `serve` through its control API.",
+    )
+    say.add_argument(
+        "text", nargs="?", help="what to say (long text is spoken sentence by sentence)"
+    )
+    say.add_argument("--url", default="http://127.0.0.1:8080/", help="the server (default: local)")
+    say.add_argument(
+        "--token",
+        default=os.environ.get("PRESENTER_TOKEN"),
+        help="control token ($PRESENTER_TOKEN)",
+    )
+    say.add_argument("--voice", default=None, help="espeak-ng voice (default: the server's)")
+    say.add_argument("--rate", type=int, default=None, help="words per minute (80-450)")
+    say.add_argument("--interrupt", action="store_true", help="stop speaking first")
     return parser
 
 
@@ -258,7 +289,57 @@ def _run_serve(args: argparse.Namespace) -> int:
             max_viewers=args.max_viewers,
             stream=StreamConfig(stamp=args.stamp, render_budget_ms=budget),
         )
-        asyncio.run(_serve(engine, config, args.host, args.port))
+        asyncio.run(
+            _serve(
+                engine,
+                config,
+                args.host,
+                args.port,
+                token=args.token,
+                origins=tuple(args.allow_origin),
+            )
+        )
+    return 0
+
+
+def _run_say(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    if not args.token:
+        raise PresenterError("say needs the server's control token: --token or $PRESENTER_TOKEN")
+    if not args.text and not args.interrupt:
+        raise PresenterError("nothing to do: give a text, or --interrupt")
+
+    def call(path: str, body: dict[str, object]) -> dict[str, object]:
+        request = urllib.request.Request(
+            args.url.rstrip("/") + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as exc:
+            try:
+                reason = json.load(exc).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                reason = exc.reason
+            raise PresenterError(f"{args.url}: {reason}") from exc
+        except urllib.error.URLError as exc:
+            raise PresenterError(f"cannot reach {args.url}: {exc.reason}") from exc
+
+    if args.interrupt:
+        call("/api/interrupt", {})
+    if args.text:
+        body: dict[str, object] = {"text": args.text}
+        if args.voice:
+            body["voice"] = args.voice
+        if args.rate:
+            body["rate"] = args.rate
+        print(f"utterance {call('/api/say', body)['utterance']}")  # noqa: T201
     return 0
 
 
@@ -272,20 +353,35 @@ def _positive_ms(text: str) -> float:
     return value
 
 
-async def _serve(engine: EngineProcess, config: PresenterConfig, host: str, port: int) -> None:
+async def _serve(
+    engine: EngineProcess,
+    config: PresenterConfig,
+    host: str,
+    port: int,
+    *,
+    token: str | None,
+    origins: tuple[str, ...],
+) -> None:
     import asyncio
 
     from presenter.live import Presenter
     from presenter.server import PresenterServer
 
     async with Presenter(engine, config) as presenter:
-        server = PresenterServer(presenter, host=host, port=port)
+        server = PresenterServer(
+            presenter, host=host, port=port, token=token, allowed_origins=origins
+        )
         url = await server.start()
         print(  # noqa: T201 - the command's output: where to look
             f"Presenter live at {url} (source: {config.source}); open it in a browser and "
             "click Start. Ctrl-C stops.",
             flush=True,
         )
+        if token is None:
+            print(  # noqa: T201 - printed once: the control API's key
+                f'Control token: {server.token} (python -m presenter say --token ... "TEXT")',
+                flush=True,
+            )
         try:
             await asyncio.Event().wait()
         finally:
@@ -408,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_render(args)
         if args.command == "serve":
             return _run_serve(args)
+        if args.command == "say":
+            return _run_say(args)
     except PresenterError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -29,7 +29,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from aiortc import (
 )
 
 from engine.errors import PresenterError
+from presenter.bot import PresenterBot
 from presenter.clock import Clock, RealClock
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE
 from presenter.sources.base import AudioSource
@@ -176,7 +176,6 @@ class Presenter:
         config: PresenterConfig | None = None,
         *,
         clock: Clock | None = None,
-        make_tts: Callable[[str], AudioSource] | None = None,
     ) -> None:
         self.config = config or PresenterConfig()
         self.stream = AvatarStream(engine, clock=clock or RealClock(), config=self.config.stream)
@@ -184,9 +183,9 @@ class Presenter:
             self.stream.subscribe(audio=False), bitrate=self.config.video_bitrate
         )
         self.audio_encoder = SharedAudioEncoder(self.stream.subscribe(video=False))
+        self.bot = PresenterBot(self.stream, voice=self.config.voice)
         self.viewers: dict[int, Viewer] = {}
         self._numbers = itertools.count(1)
-        self._make_tts = make_tts
         self._mic_owner: Viewer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -284,24 +283,19 @@ class Presenter:
         return self.stream.interrupt()
 
     def greet(self) -> Playback | None:
-        """What a new viewer hears with the tts and file sources (unless speech is on)."""
+        """What a new viewer hears with the tts and file sources (unless speech is on): the
+        text through the bot (sentence by sentence, with events), or the file."""
         if self.stream.busy or self._closed:
             return None
         spec = self.config.source
         if spec.kind == "tts":
-            return self.say(self._tts(self.config.text))
+            self.bot.say(self.config.text)
+            return None
         if spec.kind == "file" and spec.argument is not None:
             from presenter.sources.file import FileSource
 
             return self.say(FileSource(spec.argument))
         return None
-
-    def _tts(self, text: str) -> AudioSource:
-        if self._make_tts is not None:
-            return self._make_tts(text)
-        from presenter.sources.tts import TtsSource
-
-        return TtsSource(text, voice=self.config.voice)
 
     # -- viewers ----------------------------------------------------------------------------
     async def connect(self, offer_sdp: str, *, microphone: bool = False) -> tuple[Viewer, str]:

@@ -11,6 +11,16 @@ Routes
   A malformed or unknown message gets one ``error`` line back; the page, the other pages
   and the stream go on.
 - ``GET /status``: JSON: viewers, source, frames emitted, dropped and encoded.
+- Control (``presenter.bot``), every call with ``Authorization: Bearer TOKEN``:
+  ``POST /api/say`` ``{"text", "voice"?, "rate"?}`` -> ``{"utterance": id}``,
+  ``POST /api/interrupt`` -> ``{"restAt": sample}``, ``GET /api/status``. On the websocket
+  the same as messages (``say``, ``interrupt``, ``status``) once the page sent
+  ``{"type": "auth", "token": ...}`` (or its upgrade request carried the header); an
+  authorised websocket also gets the speech events (``{"type": "event", ...}``). A call
+  without the token gets 401, with a wrong one 403, over a limit 400 (or 413 for a body over
+  256 kB), each with a one-line ``error``; the stream goes on.
+- Websockets from another origin than the page's (``Origin`` header) are refused (403)
+  unless listed in ``allowed_origins``.
 
 aiohttp rather than the ``websockets`` package: one server on one port serves the page, the
 websocket and plain HTTP endpoints (``websockets`` answers only the upgrade GET), and it is
@@ -25,8 +35,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -68,10 +80,14 @@ class PresenterServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         web_root: Path = WEB_ROOT,
+        token: str | None = None,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         if not (web_root / "index.html").is_file():
             raise PresenterError(f"the viewer page is missing: {web_root / 'index.html'}")
         self.presenter = presenter
+        self.token = token or secrets.token_urlsafe(24)  # control calls need it
+        self.allowed_origins = tuple(origin.rstrip("/") for origin in allowed_origins)
         self.host = host
         self.port = port
         self.web_root = web_root
@@ -90,6 +106,9 @@ class PresenterServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/status", self._status)
+        app.router.add_post("/api/say", self._api_say)
+        app.router.add_post("/api/interrupt", self._api_interrupt)
+        app.router.add_get("/api/status", self._api_status)
         app.router.add_static("/web", self.web_root, show_index=False)
         return app
 
@@ -125,11 +144,59 @@ class PresenterServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.presenter.status())
 
+    # -- control over HTTP ----------------------------------------------------------------
+    def authorised(self, header: str | None) -> bool:
+        """Whether ``header`` (an Authorization header) carries the token; raises 401/403."""
+        if not header or not header.startswith("Bearer "):
+            raise _refuse(401, "this call needs the control token: Authorization: Bearer TOKEN")
+        if not secrets.compare_digest(header[len("Bearer ") :].strip(), self.token):
+            raise _refuse(403, "wrong control token")
+        return True
+
+    async def _api_say(self, request: web.Request) -> web.Response:
+        self.authorised(request.headers.get("Authorization"))
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _refuse(400, f"the body must be JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _refuse(400, "the body must be a JSON object with 'text'")
+        try:
+            utterance = self.presenter.bot.say(
+                body.get("text"), voice=body.get("voice"), rate=body.get("rate")
+            )
+        except PresenterError as exc:
+            raise _refuse(400, str(exc)) from exc
+        return web.json_response({"utterance": utterance})
+
+    async def _api_interrupt(self, request: web.Request) -> web.Response:
+        self.authorised(request.headers.get("Authorization"))
+        return web.json_response({"restAt": self.presenter.bot.interrupt()})
+
+    async def _api_status(self, request: web.Request) -> web.Response:
+        self.authorised(request.headers.get("Authorization"))
+        return web.json_response({**self.presenter.status(), **self.presenter.bot.status()})
+
+    def _same_origin(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:  # not a browser: the token guards control
+            return True
+        origin = origin.rstrip("/")
+        if origin in self.allowed_origins:
+            return True
+        return urlsplit(origin).netloc == request.host
+
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        if not self._same_origin(request):
+            raise _refuse(403, f"websocket from origin {request.headers.get('Origin')} refused")
         page = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
         await page.prepare(request)
         self._pages.add(page)
-        session = _PageSession(self.presenter, page, request.remote or "?")
+        session = _PageSession(self.presenter, page, request.remote or "?", self)
+        header = request.headers.get("Authorization")
+        if header:
+            with contextlib.suppress(web.HTTPException):
+                session.controller = self.authorised(header)
         try:
             await session.run()
         finally:
@@ -138,13 +205,33 @@ class PresenterServer:
         return page
 
 
-class _PageSession:
-    """One page's websocket: its viewer, its clock and event forwarding."""
+def _refuse(status: int, message: str) -> web.HTTPException:
+    """An HTTP error with a one-line JSON ``error``."""
+    kinds: dict[int, type[web.HTTPException]] = {
+        400: web.HTTPBadRequest,
+        401: web.HTTPUnauthorized,
+        403: web.HTTPForbidden,
+    }
+    return kinds[status](text=json.dumps({"error": message}), content_type="application/json")
 
-    def __init__(self, presenter: Presenter, page: web.WebSocketResponse, peer: str) -> None:
+
+class _PageSession:
+    """One page's websocket: its viewer, its clock and event forwarding; control calls once
+    authorised."""
+
+    def __init__(
+        self,
+        presenter: Presenter,
+        page: web.WebSocketResponse,
+        peer: str,
+        server: PresenterServer,
+    ) -> None:
         self.presenter = presenter
         self.page = page
         self.peer = peer
+        self.server = server
+        self.controller = False  # sent the control token
+        self._control_events: asyncio.Task[None] | None = None
         self.viewer: Viewer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._events = presenter.stream.subscribe(audio=False, video=False)
@@ -167,6 +254,8 @@ class _PageSession:
                 await self._error("send JSON text messages")
 
     async def close(self) -> None:
+        if self._control_events is not None:
+            self._tasks.append(self._control_events)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -189,11 +278,49 @@ class _PageSession:
             if kind == "offer":
                 await self._offer(message)
             elif kind == "status":
-                await self._send({"type": "status", **self.presenter.status()})
+                status = self.presenter.status()
+                if self.controller:
+                    status.update(self.presenter.bot.status())
+                await self._send({"type": "status", **status})
+            elif kind == "auth":
+                await self._auth(message)
+            elif kind in ("say", "interrupt"):
+                await self._control(kind, message)
             else:
                 await self._error(f"unknown message type {kind!r}")
         except PresenterError as exc:
             await self._error(str(exc))
+
+    async def _auth(self, message: dict[str, Any]) -> None:
+        token = message.get("token")
+        if not isinstance(token, str) or not secrets.compare_digest(token, self.server.token):
+            await self._error("wrong control token")
+            return
+        self.controller = True
+        await self._send({"type": "auth", "ok": True})
+        self._start_control_events()
+
+    async def _control(self, kind: str, message: dict[str, Any]) -> None:
+        if not self.controller:
+            raise PresenterError(f"{kind} needs the control token: send {{'type': 'auth'}} first")
+        self._start_control_events()
+        bot = self.presenter.bot
+        if kind == "say":
+            utterance = bot.say(
+                message.get("text"), voice=message.get("voice"), rate=message.get("rate")
+            )
+            await self._send({"type": "said", "utterance": utterance})
+        else:
+            await self._send({"type": "interrupted", "restAt": bot.interrupt()})
+
+    def _start_control_events(self) -> None:
+        if self._control_events is None:
+            loop = asyncio.get_running_loop()
+            self._control_events = loop.create_task(self._forward_control_events())
+
+    async def _forward_control_events(self) -> None:
+        async for event in self.presenter.bot.events():
+            await self._send(event)
 
     async def _offer(self, message: dict[str, Any]) -> None:
         sdp = message.get("sdp")

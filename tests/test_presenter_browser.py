@@ -11,6 +11,8 @@ to ``test-output/live_browser.json``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,57 @@ def test_the_viewers_microphone_drives_the_avatar(tmp_path: Path, test_output: P
     assert status["source"] == "browser-mic" and status["speaking"], status
     # the viewer hears its own voice back from the avatar: not silence
     assert energy is not None and energy > 1e-3, energy
+
+
+def _audio_energy(page: Any) -> float:
+    return float(
+        page.evaluate(
+            """async () => {
+                const report = await window.viewer.peerConnection().getStats();
+                let energy = 0;
+                report.forEach((s) => {
+                    if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy;
+                });
+                return energy;
+            }"""
+        )
+    )
+
+
+def test_say_and_interrupt_through_the_command_line(tmp_path: Path) -> None:
+    """`presenter say` drives the running server: speech starts at the browser; after
+    `say --interrupt` it stops and nothing more is heard."""
+    with (
+        live_server(["--source", "none"], tmp_path / "serve.log") as server,
+        chromium() as browser,
+    ):
+        assert server.token, "serve printed no control token"
+        page = open_viewer(browser, server.url)
+        click_start(page)
+        wait_connected(page)
+
+        def say(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "presenter", "say", "--url", server.url]
+            return subprocess.run(
+                [*command, *args], capture_output=True, text=True, timeout=30, check=False
+            )
+
+        refused = say("--token", "wrong", "Hello.")
+        assert refused.returncode == 2 and "wrong control token" in refused.stderr
+        text = "This first sentence goes on for a good while, on and on. And a second one."
+        said = say("--token", server.token, text)
+        assert said.returncode == 0 and said.stdout.startswith("utterance "), said.stderr
+        page.wait_for_function("window.viewer.stats().activity === 'speaking'", timeout=10_000)
+        time.sleep(1.0)
+        assert _audio_energy(page) > 0
+        stopped = say("--token", server.token, "--interrupt")
+        assert stopped.returncode == 0, stopped.stderr
+        page.wait_for_function("window.viewer.stats().activity !== 'speaking'", timeout=5_000)
+        time.sleep(0.6)  # what was already on its way: the stream delay and the jitter buffer
+        quiet = _audio_energy(page)
+        time.sleep(3.0)
+        later = _audio_energy(page)
+        activity = page.evaluate("window.viewer.stats().activity")
+        status = server.status()
+    assert activity != "speaking" and not status["speaking"], (activity, status)
+    assert later - quiet < 1e-4, (quiet, later)  # silence: the second sentence never came

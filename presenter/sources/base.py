@@ -3,6 +3,7 @@ of the sources that have their whole signal at once (file, text-to-speech, array
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol, Self, runtime_checkable
@@ -47,7 +48,8 @@ class WholeSignalSource(ABC):
     its audio then comes in ``chunk_ms`` chunks as fast as it is asked.
 
     ``close()`` (safe to call twice) ends the iteration, also while ``_load`` runs; the
-    source closes itself when the signal is exhausted.
+    source closes itself when the signal is exhausted. ``prefetch()`` starts ``_load`` at
+    once (in the background) instead of at the first read.
     """
 
     def __init__(self, name: str, *, chunk_ms: float = CHUNK_MS, live: bool = False) -> None:
@@ -55,6 +57,7 @@ class WholeSignalSource(ABC):
         self.chunk_ms = chunk_ms
         self.live = live  # True: treat it as delivered in real time (see AudioSource)
         self._chunks: Iterator[AudioChunk] | None = None
+        self._loading: asyncio.Future[tuple[np.ndarray, int]] | None = None
         self._closed = False
 
     @abstractmethod
@@ -68,7 +71,14 @@ class WholeSignalSource(ABC):
         if self._closed:
             raise StopAsyncIteration
         if self._chunks is None:
-            audio, rate = await self._load()
+            self.prefetch()
+            assert self._loading is not None
+            try:
+                audio, rate = await self._loading
+            except asyncio.CancelledError:
+                if self._closed:  # close() while loading
+                    raise StopAsyncIteration from None
+                raise
             if self._closed:
                 raise StopAsyncIteration
             self._chunks = chunked(audio, rate, self.chunk_ms)
@@ -78,6 +88,14 @@ class WholeSignalSource(ABC):
             raise StopAsyncIteration
         return chunk
 
+    def prefetch(self) -> None:
+        """Start loading the signal now (needs a running event loop)."""
+        if self._loading is None and not self._closed:
+            self._loading = asyncio.ensure_future(self._load())
+
     def close(self) -> None:
         self._closed = True
         self._chunks = None
+        loading = self._loading
+        if loading is not None and not loading.done():
+            loading.cancel()

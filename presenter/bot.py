@@ -1,0 +1,240 @@
+"""The presenter bot: what other programs drive (``say``, ``interrupt``, ``status``).
+
+Text is split at sentence boundaries and each sentence becomes its own TTS source, queued on
+the stream at once and synthesised ahead (``prefetch``): the first words are spoken while
+later sentences synthesise, and no sentence waits for its synthesis when its turn comes.
+``interrupt`` drops everything queued and the avatar is at rest from the next frame.
+
+Limits are checked before anything is queued; over one, :class:`ControlError` says which
+(text length, queued sentences, voice, rate), and nothing changes.
+
+Events (``events()``): speech started / word / speech ended / interrupted, each with the
+stream sample (48 kHz) at which it is heard — not when it was synthesised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import PresenterError
+from engine.speech.espeak import EspeakLibrary
+from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
+from presenter.sources.tts import TtsSource
+from presenter.stream import AvatarStream, Playback, StreamClosed
+
+# a stop (with its closing quotes or brackets) where the next sentence starts
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
+
+
+class ControlError(PresenterError):
+    """A control call was refused (bad input or over a limit); the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BotLimits:
+    max_text_chars: int = 2000
+    max_queued_sentences: int = 32
+    min_rate_wpm: int = 80
+    max_rate_wpm: int = 450
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut after . ! ? (and closing quotes) where the next sentence starts."""
+    parts, start = [], 0
+    for stop in _SENTENCE_END.finditer(text):
+        parts.append(text[start : stop.end()])
+        start = stop.end()
+    parts.append(text[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
+@dataclass
+class _Utterance:
+    id: int
+    text: str
+    sentences: list[Playback]
+
+
+class PresenterBot:
+    """Speech for a running :class:`~presenter.stream.AvatarStream`, one utterance at a time
+    in the order asked. ``make_tts(text, voice, rate)`` makes a source (default: espeak-ng)."""
+
+    def __init__(
+        self,
+        stream: AvatarStream,
+        *,
+        voice: str = "en-us",
+        limits: BotLimits | None = None,
+        make_tts: Callable[[str, str, int], TtsSource] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.voice = voice
+        self.limits = limits or BotLimits()
+        # espeak-ng has one synthesizer per process: every source shares one library handle
+        # (and its lock), so sentences synthesised ahead in threads never mix
+        self._library: EspeakLibrary | None = None
+        self._make_tts = make_tts or self._espeak
+        self._ids = itertools.count(1)
+        self._utterances: list[_Utterance] = []
+        self._playbacks: dict[int, tuple[_Utterance, TtsSource]] = {}
+
+    def _espeak(self, text: str, voice: str, rate: int) -> TtsSource:
+        if self._library is None:
+            self._library = EspeakLibrary()
+        return TtsSource(text, voice=voice, rate_wpm=rate, library=self._library)
+
+    # -- control calls ----------------------------------------------------------------------
+    def say(self, text: object, *, voice: object = None, rate: object = None) -> int:
+        """Queue ``text``; returns the utterance id its events carry. The arguments come from
+        the network as they are: each is checked here."""
+        if not isinstance(text, str) or not text.strip():
+            raise ControlError("say needs a non-empty 'text'")
+        if voice is not None and not isinstance(voice, str):
+            raise ControlError(f"voice must be an espeak-ng voice name, got {voice!r}")
+        if len(text) > self.limits.max_text_chars:
+            raise ControlError(
+                f"text of {len(text)} characters is over the limit of {self.limits.max_text_chars}"
+            )
+        rate = 175 if rate is None else rate
+        if (
+            not isinstance(rate, int)
+            or isinstance(rate, bool)
+            or not (self.limits.min_rate_wpm <= rate <= self.limits.max_rate_wpm)
+        ):
+            raise ControlError(
+                f"rate must be {self.limits.min_rate_wpm}-{self.limits.max_rate_wpm} words "
+                f"per minute, got {rate!r}"
+            )
+        sentences = split_sentences(text)
+        self._prune()
+        queued = self.queued_sentences
+        if queued + len(sentences) > self.limits.max_queued_sentences:
+            raise ControlError(
+                f"the queue holds {queued} sentences; {len(sentences)} more would be over the "
+                f"limit of {self.limits.max_queued_sentences} (interrupt, or wait)"
+            )
+        chosen = voice or self.voice
+        try:
+            sources = [self._make_tts(sentence, chosen, rate) for sentence in sentences]
+        except PresenterError as exc:  # e.g. an unknown voice
+            raise ControlError(str(exc)) from exc
+        utterance = _Utterance(next(self._ids), text, [])
+        for source in sources:
+            source.prefetch()
+            playback = self.stream.say(source)
+            utterance.sentences.append(playback)
+            self._playbacks[playback.id] = (utterance, source)
+        self._utterances.append(utterance)
+        return utterance.id
+
+    def interrupt(self) -> int:
+        """Stop speaking now: returns the stream sample from which the avatar is at rest."""
+        return self.stream.interrupt()
+
+    @property
+    def queued_sentences(self) -> int:
+        return sum(not playback.done for u in self._utterances for playback in u.sentences)
+
+    def status(self) -> dict[str, Any]:
+        self._prune()
+        return {
+            "speaking": self.stream.busy,
+            "queuedSentences": self.queued_sentences,
+            "utterances": [u.id for u in self._utterances],
+            "position": self.stream.position,
+            "delayMs": round(self.stream.delay_seconds * 1000, 1),
+        }
+
+    # -- events -------------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Speech events as they are heard, until the stream closes: started / ended /
+        interrupted when the stream releases them, each word when the stream releases its
+        first sample (words after an interruption's rest point never come)."""
+        subscription = self.stream.subscribe(audio=False, video=False)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        ended: dict[int, int] = {}  # segment -> the sample where it ended
+        timers: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+
+        async def release(segment: int, words: list[dict[str, Any]]) -> None:
+            for word in words:
+                await self.stream.clock.sleep_until(self.stream.release_time(word["pts"]))
+                if word["pts"] >= ended.get(segment, word["pts"] + 1):
+                    return
+                queue.put_nowait(word)
+
+        async def read() -> None:
+            try:
+                while True:
+                    event = await subscription.next_event()
+                    if isinstance(event, SegmentEnd):
+                        ended[event.segment] = event.pts
+                    now, words = self._describe(event)
+                    for message in now:
+                        queue.put_nowait(message)
+                    if words:
+                        timer = loop.create_task(release(event.segment, words))
+                        timers.add(timer)
+                        timer.add_done_callback(timers.discard)
+            except StreamClosed:
+                queue.put_nowait(None)
+
+        reader = loop.create_task(read())
+        try:
+            while (message := await queue.get()) is not None:
+                yield message
+        finally:
+            for task in (reader, *timers):
+                task.cancel()
+            subscription.close("events no longer read")
+
+    def _describe(
+        self, event: SegmentStart | SegmentEnd
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(messages now, word messages to release at their pts) for a stream event."""
+        known = self._playbacks.get(event.segment)
+        if known is None:
+            kind = "started" if isinstance(event, SegmentStart) else "ended"
+            other = {"type": "event", "event": f"speech {kind}", "name": event.name}
+            return [{**other, "pts": event.pts}], []
+        utterance, source = known
+        base = {"utterance": utterance.id, "sentence": _index(utterance, event.segment)}
+        if isinstance(event, SegmentStart):
+            words = []
+            if source.utterance is not None:
+                words = [
+                    {
+                        "type": "event",
+                        "event": "word",
+                        "word": word.label,
+                        "pts": event.pts + round(word.start * OUTPUT_RATE),
+                        **base,
+                    }
+                    for word in source.utterance.words
+                ]
+            return [{"type": "event", "event": "speech started", "pts": event.pts, **base}], words
+        kind = "interrupted" if event.interrupted else "speech ended"
+        message: dict[str, Any] = {"type": "event", "event": kind, "pts": event.pts, **base}
+        if event.error:
+            message["error"] = event.error
+        return [message], []
+
+    def _prune(self) -> None:
+        """Forget utterances that are over (after their events went out)."""
+        keep = []
+        for utterance in self._utterances:
+            if all(playback.done for playback in utterance.sentences):
+                for playback in utterance.sentences:
+                    self._playbacks.pop(playback.id, None)
+            else:
+                keep.append(utterance)
+        self._utterances = keep
+
+
+def _index(utterance: _Utterance, segment: int) -> int:
+    return next((i for i, p in enumerate(utterance.sentences) if p.id == segment), -1)

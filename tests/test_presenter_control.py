@@ -1,0 +1,132 @@
+"""The control API (presenter/bot.py over presenter/server.py): tokens, limits, say and
+interrupt with their events, on the real server with the shipped model and espeak-ng."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from presenter.bot import BotLimits, split_sentences
+from presenter.live import Presenter, PresenterConfig, SourceSpec
+from presenter.server import PresenterServer
+from tests.conftest import ShippedBackends
+
+TOKEN = "test-token"
+
+
+def test_sentences_are_split_where_the_next_one_starts() -> None:
+    text = 'Hello there! Is it 5 p.m. yet? "Yes." It is... 3.14 is pi. (Really.) ok.'
+    assert split_sentences(text) == [
+        "Hello there!",
+        "Is it 5 p.m. yet?",
+        '"Yes."',
+        "It is...",
+        "3.14 is pi.",
+        "(Really.) ok.",
+    ]
+    assert split_sentences("  one line without a stop ") == ["one line without a stop"]
+    assert split_sentences("") == []
+
+
+async def _events_until(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[dict]:
+    events: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        try:
+            message = json.loads(await asyncio.wait_for(ws.receive_str(), timeout=left))
+        except TimeoutError:
+            break
+        events.append(message)
+    return events
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, predicate, seconds: float = 30) -> dict:
+    async with asyncio.timeout(seconds):
+        while True:
+            message = json.loads(await ws.receive_str())
+            if predicate(message):
+                return message
+
+
+@pytest.mark.slow
+def test_tokens_limits_say_and_interrupt(shipped_backends: ShippedBackends) -> None:
+    parts = shipped_backends.parts(avatar_seconds=0.4)
+    config = PresenterConfig(source=SourceSpec("none"))
+
+    async def main() -> None:
+        async with Presenter(parts.engine(output="yuv420p"), config) as presenter:
+            presenter.bot.limits = BotLimits(max_text_chars=300, max_queued_sentences=3)
+            server = PresenterServer(presenter, port=0, token=TOKEN)
+            url = await server.start()
+            good = {"Authorization": f"Bearer {TOKEN}"}
+            try:
+                async with aiohttp.ClientSession() as http:
+                    # refused: no token, wrong token, over a limit, malformed
+                    refusals = [
+                        (None, {"text": "Hi."}, 401, "token"),
+                        ({"Authorization": "Bearer nope"}, {"text": "Hi."}, 403, "wrong"),
+                        (good, {"text": "x" * 301}, 400, "over the limit of 300"),
+                        (good, {"text": "Hi.", "rate": 9000}, 400, "rate"),
+                        (good, {"text": "Hi.", "voice": "xx-nowhere"}, 400, "voice"),
+                        (good, {"text": ""}, 400, "non-empty"),
+                        (good, ["Hi."], 400, "JSON object"),
+                        (good, {"text": "A. B. C. D."}, 400, "limit of 3"),
+                    ]
+                    for headers, body, status, words in refusals:
+                        async with http.post(url + "api/say", json=body, headers=headers) as r:
+                            assert r.status == status, (body, await r.text())
+                            error = (await r.json())["error"]
+                            assert words in error and "\n" not in error, error
+                    async with http.post(
+                        url + "api/say", data=b"x" * (300 * 1024), headers=good
+                    ) as r:
+                        assert r.status == 413
+                    async with http.get(url + "api/status") as r:
+                        assert r.status == 401
+                    emitted = presenter.stream.stats.frames_emitted
+                    await asyncio.sleep(0.3)
+                    assert presenter.stream.running  # the stream went on
+                    assert presenter.stream.stats.frames_emitted > emitted
+                    assert presenter.bot.queued_sentences == 0  # nothing was queued
+
+                    async with http.ws_connect(url + "ws") as ws:
+                        await ws.send_str(json.dumps({"type": "say", "text": "Hi."}))
+                        refused = await _until(ws, lambda m: m["type"] == "error")
+                        assert "token" in refused["message"]
+                        await ws.send_str(json.dumps({"type": "auth", "token": TOKEN}))
+                        await _until(ws, lambda m: m["type"] == "auth")
+                        first = "This first sentence is long enough to be cut off halfway."
+                        await ws.send_str(
+                            json.dumps({"type": "say", "text": f"{first} And a second one."})
+                        )
+                        said = await _until(ws, lambda m: m["type"] == "said")
+                        started = await _until(ws, lambda m: m.get("event") == "speech started")
+                        assert started["utterance"] == said["utterance"]
+                        assert started["sentence"] == 0
+                        words = await _until(ws, lambda m: m.get("event") == "word")
+                        assert words["word"] and words["pts"] >= started["pts"]
+                        await asyncio.sleep(0.5)
+                        await ws.send_str(json.dumps({"type": "interrupt"}))
+                        after = await _events_until(ws, 3.0)
+                    async with http.get(url + "api/status", headers=good) as r:
+                        status = await r.json()
+            finally:
+                await server.close()
+        reply = next(m for m in after if m["type"] == "interrupted")
+        ends = [m for m in after if m.get("event") == "interrupted"]
+        assert [m["sentence"] for m in ends] == [0, 1], after
+        # at rest from the next frame boundary: within one frame of the call
+        assert all(m["pts"] == reply["restAt"] for m in ends)
+        assert reply["restAt"] % 1920 == 0
+        # nothing more is spoken: no sentence starts, no word from the rest point on
+        assert not [m for m in after if m.get("event") == "speech started"], after
+        late = [m for m in after if m.get("event") == "word" and m["pts"] >= reply["restAt"]]
+        assert not late, after
+        assert status["queuedSentences"] == 0 and not status["speaking"]
+
+    asyncio.run(main())
