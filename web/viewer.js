@@ -45,6 +45,7 @@ const WORKLET_URL = new URL('./click-detector.js', import.meta.url);
 const SYNC_TRIM_INTERVAL_MS = 1000; // the browser's playout estimates move about this fast
 const SYNC_TRIM_DEADBAND_MS = 6;
 const SYNC_TRIM_GAIN = 0.7;
+const CLICK_TRIM_GAIN = 0.5;
 const SYNC_TRIM_MAX_MS = 300;
 const TAP_BURSTS = 6; // bursts that measure the click tap's own delay
 const TAP_BURST_GAP_MS = 150;
@@ -697,6 +698,9 @@ function matchPendingClicks(s, nowMs) {
       // one offset per click: a second onset matched to the same k is a false one
       s.lastK = match.k;
       avOffsets.push([match.sample, match.offsetMs]);
+      // a measured offset steers the trim; half of it: the browser applies a change over
+      // a second or two, and a whole step would overshoot
+      if (Math.abs(match.offsetMs) >= SYNC_TRIM_DEADBAND_MS) trimBy(s, CLICK_TRIM_GAIN * match.offsetMs);
     }
   }
 }
@@ -775,19 +779,27 @@ async function pollStats(s) {
 
 /**
  * Lip-sync trim. The browser lines audio and video up from the sender reports, but only to
- * within about 30 ms, and it gets there slowly while the audio jitter buffer settles. Its
- * own estimate of the remaining offset (estimatedPlayoutTimestamp, no stamps needed) drives
- * a small loop: audio late -> the video receiver's jitterBufferTarget grows (video waits);
- * video late -> it shrinks, and below zero the audio receiver waits instead.
+ * within about 30 ms, and it gets there slowly while the audio jitter buffer settles. A small
+ * loop takes the rest out: audio late -> the video receiver's jitterBufferTarget grows (video
+ * waits); video late -> it shrinks, and below zero the audio receiver waits instead. What it
+ * is driven by: with stamps, each measured click (what was really presented and played);
+ * without, the browser's own estimate (estimatedPlayoutTimestamp of the two receivers),
+ * which on a loaded machine was seen to read up to ~30 ms short of the stamps.
  */
 function trimSync(s, now) {
+  if (s.hello?.stamp && s.meas.avOffsets.length) return; // the clicks drive it (trimBy)
   const sync = s.stats.playoutSyncMs;
-  if (!feature.jitterBufferTarget || typeof sync !== 'number') return;
+  if (typeof sync !== 'number') return;
   if (now - (s.trim.at ?? 0) < SYNC_TRIM_INTERVAL_MS || Math.abs(sync) < SYNC_TRIM_DEADBAND_MS)
     return;
   s.trim.at = now;
-  // one signed knob: > 0 delays video, < 0 delays audio
-  s.trim.ms = Math.max(-SYNC_TRIM_MAX_MS, Math.min(SYNC_TRIM_MAX_MS, s.trim.ms + SYNC_TRIM_GAIN * sync));
+  trimBy(s, SYNC_TRIM_GAIN * sync);
+}
+
+/** Moves the one signed trim knob by `ms` (> 0 delays video, < 0 delays audio). */
+function trimBy(s, ms) {
+  if (!feature.jitterBufferTarget || !s.pc) return;
+  s.trim.ms = Math.max(-SYNC_TRIM_MAX_MS, Math.min(SYNC_TRIM_MAX_MS, s.trim.ms + ms));
   for (const receiver of s.pc.getReceivers()) {
     const kind = receiver.track?.kind;
     const target = kind === 'video' ? Math.max(0, s.trim.ms) : Math.max(0, -s.trim.ms);
