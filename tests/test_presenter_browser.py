@@ -106,7 +106,8 @@ def test_four_viewers_share_one_presenter(tmp_path: Path, test_output: Path) -> 
     for figures in viewers:
         assert not figures["errors"], figures["errors"]
         assert figures["seconds"] >= 9.0, figures
-        assert figures["fps_presented"] >= 24, figures
+        assert figures["fps_decoded"] >= 24, figures
+        assert figures["fps_presented"] >= 22, figures  # a frame within one vsync may be skipped
         assert figures["freezes"] == 0, figures
         assert figures["concealed_fraction"] < 0.01, figures
 

@@ -290,6 +290,9 @@ function onMessage(s, data) {
       if (s.hello) return;
       cancel(s, s.helloTimer);
       s.hello = readHello(msg);
+      // the audio context only listens for the stamps' clicks: idle without them
+      if (s.hello.stamp) app.audioContext?.resume().catch(() => {});
+      else app.audioContext?.suspend().catch(() => {});
       negotiate(s).catch((err) => fail(s, err.message || String(err)));
       break;
     case 'answer':
