@@ -166,7 +166,6 @@ class AvatarEngine:
         self._paste_cache: dict[int, dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]] = {}
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
         self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
-        self._rest_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # finished frames at rest per loop frame (read-only, shared by every idle pass)
         self._idle_images: dict[int, np.ndarray] = {}
         self._driver: Driver | None = None
@@ -285,7 +284,6 @@ class AvatarEngine:
         else:
             self._style = np.asarray(self.model.style(self.avatar.subject), dtype=np.float32)
         self._rest = rest_coefficients(motion.model, self._style, silence=self._silence)
-        self._rest_cache.clear()
         self._idle_images.clear()
 
     @property
@@ -355,36 +353,16 @@ class AvatarEngine:
         loops = [self.avatar.loop_index(index) for index in indices]
         at_rest = [bool(weights[row] == 0.0) and self._driver is None for row in range(count)]
         needed = [
-            row for row in range(count) if not (at_rest[row] and loops[row] in self._rest_cache)
+            row for row in range(count) if not (at_rest[row] and loops[row] in self._idle_images)
         ]
-        crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if needed:
-            slot = self.config.batch
-            for start in range(0, len(needed), slot):
-                rows = needed[start : start + slot]
-                padded = rows + [rows[-1]] * (slot - len(rows))
-                chosen = coefficients[padded]
-                began = time.perf_counter()
-                geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
-                began = self.times.add("geometry", began)
-                crop, mask = self._generator(
-                    self._masked[[loops[r] for r in padded]],
-                    np.repeat(self._reference[None], slot, axis=0),
-                    geometry,
-                    chosen.astype(np.float32),
-                )
-                self.times.add("generator", began)
-                for position, row in enumerate(rows):
-                    crops[row] = (crop[position], mask[position])
-                    if at_rest[row]:
-                        self._rest_cache[loops[row]] = crops[row]
+        generated = self._generate([loops[row] for row in needed], coefficients[needed])
+        crops = dict(zip(needed, generated, strict=True))
         out = []
         for row, index in enumerate(indices):
             loop = loops[row]
-            image = self._idle_images.get(loop) if at_rest[row] else None
+            image = self._idle_images.get(loop) if row not in crops else None
             if image is None:
-                crop, mask = crops[row] if row in crops else self._rest_cache[loop]
-                image = self._composite(loop, crop, mask)
+                image = self._composite(loop, *crops[row])
                 if at_rest[row]:
                     image.flags.writeable = False
                     self._idle_images[loop] = image
@@ -399,6 +377,30 @@ class AvatarEngine:
                 )
             )
         return out
+
+    def _generate(
+        self, loops: list[int], coefficients: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(crop, mask) of the generator for each (loop frame, dynamics) pair, in batch slots
+        of ``config.batch`` (the last one padded)."""
+        results: list[tuple[np.ndarray, np.ndarray]] = []
+        slot = self.config.batch
+        for start in range(0, len(loops), slot):
+            rows = list(range(start, min(start + slot, len(loops))))
+            padded = rows + [rows[-1]] * (slot - len(rows))
+            chosen = coefficients[padded]
+            began = time.perf_counter()
+            geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
+            began = self.times.add("geometry", began)
+            crop, mask = self._generator(
+                self._masked[[loops[r] for r in padded]],
+                np.repeat(self._reference[None], slot, axis=0),
+                geometry,
+                chosen.astype(np.float32),
+            )
+            self.times.add("generator", began)
+            results.extend((crop[position], mask[position]) for position in range(len(rows)))
+        return results
 
     def _composite(self, loop: int, crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The generator's crop pasted into loop frame ``loop``, in the output format."""
@@ -426,23 +428,11 @@ class AvatarEngine:
         if self._driver is not None:
             return 0
         missing = [loop for loop in range(self.avatar.num_frames) if loop not in self._idle_images]
-        slot = self.config.batch
-        for start in range(0, len(missing), slot):
-            rows = missing[start : start + slot]
-            padded = rows + [rows[-1]] * (slot - len(rows))
-            chosen = np.repeat(self._rest[None].astype(np.float32), slot, axis=0)
-            geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
-            crop, mask = self._generator(
-                self._masked[padded],
-                np.repeat(self._reference[None], slot, axis=0),
-                geometry,
-                chosen,
-            )
-            for position, loop in enumerate(rows):
-                self._rest_cache[loop] = (crop[position], mask[position])
-                image = self._composite(loop, crop[position], mask[position])
-                image.flags.writeable = False
-                self._idle_images[loop] = image
+        rest = np.repeat(self._rest[None], len(missing), axis=0)
+        for loop, (crop, mask) in zip(missing, self._generate(missing, rest), strict=True):
+            image = self._composite(loop, crop, mask)
+            image.flags.writeable = False
+            self._idle_images[loop] = image
         return len(missing)
 
 
