@@ -141,13 +141,12 @@ class PresenterBot:
         return sum(not playback.done for u in self._utterances for playback in u.sentences)
 
     def status(self) -> dict[str, Any]:
+        """The queue (the server adds the presenter's status: speaking, delay, viewers)."""
         self._prune()
         return {
-            "speaking": self.stream.busy,
             "queuedSentences": self.queued_sentences,
             "utterances": [u.id for u in self._utterances],
             "position": self.stream.position,
-            "delayMs": round(self.stream.delay_seconds * 1000, 1),
         }
 
     # -- events -------------------------------------------------------------------------------

@@ -278,24 +278,19 @@ class Presenter:
         """Queue ``source`` (played after what is queued already)."""
         return self.stream.say(source)
 
-    def interrupt(self) -> int:
-        """Stop speaking at once (idle from the next frame); returns that frame's sample."""
-        return self.stream.interrupt()
-
-    def greet(self) -> Playback | None:
+    def greet(self) -> None:
         """What a new viewer hears with the tts and file sources (unless speech is on): the
-        text through the bot (sentence by sentence, with events), or the file."""
+        text through the bot (sentence by sentence, with events), or the file. Interrupting
+        is the bot's (``bot.interrupt()``)."""
         if self.stream.busy or self._closed:
-            return None
+            return
         spec = self.config.source
         if spec.kind == "tts":
             self.bot.say(self.config.text)
-            return None
-        if spec.kind == "file" and spec.argument is not None:
+        elif spec.kind == "file" and spec.argument is not None:
             from presenter.sources.file import FileSource
 
-            return self.say(FileSource(spec.argument))
-        return None
+            self.say(FileSource(spec.argument))
 
     # -- viewers ----------------------------------------------------------------------------
     async def connect(self, offer_sdp: str, *, microphone: bool = False) -> tuple[Viewer, str]:

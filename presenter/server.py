@@ -145,16 +145,23 @@ class PresenterServer:
         return web.json_response(self.presenter.status())
 
     # -- control over HTTP ----------------------------------------------------------------
-    def authorised(self, header: str | None) -> bool:
-        """Whether ``header`` (an Authorization header) carries the token; raises 401/403."""
-        if not header or not header.startswith("Bearer "):
+    def token_matches(self, token: object) -> bool:
+        """Whether ``token`` is the control token (compared in constant time, as bytes: any
+        text a client sends is compared, not only ASCII)."""
+        return isinstance(token, str) and secrets.compare_digest(
+            token.encode(), self.token.encode()
+        )
+
+    def authorised(self, request: web.Request) -> None:
+        """Raises 401 without an ``Authorization: Bearer`` header, 403 with a wrong token."""
+        token = _bearer(request)
+        if token is None:
             raise _refuse(401, "this call needs the control token: Authorization: Bearer TOKEN")
-        if not secrets.compare_digest(header[len("Bearer ") :].strip(), self.token):
+        if not self.token_matches(token):
             raise _refuse(403, "wrong control token")
-        return True
 
     async def _api_say(self, request: web.Request) -> web.Response:
-        self.authorised(request.headers.get("Authorization"))
+        self.authorised(request)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -170,11 +177,11 @@ class PresenterServer:
         return web.json_response({"utterance": utterance})
 
     async def _api_interrupt(self, request: web.Request) -> web.Response:
-        self.authorised(request.headers.get("Authorization"))
+        self.authorised(request)
         return web.json_response({"restAt": self.presenter.bot.interrupt()})
 
     async def _api_status(self, request: web.Request) -> web.Response:
-        self.authorised(request.headers.get("Authorization"))
+        self.authorised(request)
         return web.json_response({**self.presenter.status(), **self.presenter.bot.status()})
 
     def _same_origin(self, request: web.Request) -> bool:
@@ -192,17 +199,20 @@ class PresenterServer:
         page = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
         await page.prepare(request)
         self._pages.add(page)
-        session = _PageSession(self.presenter, page, request.remote or "?", self)
-        header = request.headers.get("Authorization")
-        if header:
-            with contextlib.suppress(web.HTTPException):
-                session.controller = self.authorised(header)
+        session = _PageSession(self, page, request.remote or "?")
+        session.controller = self.token_matches(_bearer(request))
         try:
             await session.run()
         finally:
             self._pages.discard(page)
             await session.close()
         return page
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, if there is one."""
+    header = request.headers.get("Authorization", "")
+    return header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
 
 
 def _refuse(status: int, message: str) -> web.HTTPException:
@@ -219,14 +229,8 @@ class _PageSession:
     """One page's websocket: its viewer, its clock and event forwarding; control calls once
     authorised."""
 
-    def __init__(
-        self,
-        presenter: Presenter,
-        page: web.WebSocketResponse,
-        peer: str,
-        server: PresenterServer,
-    ) -> None:
-        self.presenter = presenter
+    def __init__(self, server: PresenterServer, page: web.WebSocketResponse, peer: str) -> None:
+        self.presenter = presenter = server.presenter
         self.page = page
         self.peer = peer
         self.server = server
@@ -293,7 +297,7 @@ class _PageSession:
 
     async def _auth(self, message: dict[str, Any]) -> None:
         token = message.get("token")
-        if not isinstance(token, str) or not secrets.compare_digest(token, self.server.token):
+        if not self.server.token_matches(token):
             await self._error("wrong control token")
             return
         self.controller = True
