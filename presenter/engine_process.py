@@ -35,12 +35,15 @@ import numpy as np
 from engine.errors import PresenterError
 
 if TYPE_CHECKING:
-    from engine.facade import AvatarEngine, RenderedFrame
+    from engine.facade import AvatarEngine, OutputFormat, RenderedFrame
 
 log = logging.getLogger(__name__)
 
-_CALLS = ("push_audio", "pull", "reset", "drop_ready", "flush")
-_PROPERTIES = ("delay_samples", "frame_size")
+# what the child answers: the engine methods and properties the stream and server use
+_ANSWERS = {
+    *(("call", name) for name in ("push_audio", "pull", "reset", "drop_ready", "flush")),
+    *(("get", name) for name in ("delay_samples", "frame_size")),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +56,7 @@ class EngineRecipe:
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
-    output: str = "rgb24"
+    output: OutputFormat = "rgb24"
 
 
 def build_engine(recipe: EngineRecipe) -> AvatarEngine:
@@ -74,7 +77,7 @@ def build_engine(recipe: EngineRecipe) -> AvatarEngine:
             device=recipe.device,
             threads=recipe.threads,
             batch=recipe.batch,
-            output=recipe.output,  # type: ignore[arg-type]
+            output=recipe.output,
         ),
     )
 
@@ -128,6 +131,8 @@ def _child(recipe: EngineRecipe, conn: Connection, level: int) -> None:
         if kind == "close":
             return
         try:
+            if (kind, name) not in _ANSWERS:
+                raise PresenterError(f"the engine process does not answer {kind} {name!r}")
             result = getattr(engine, name)(*args) if kind == "call" else getattr(engine, name)
         except Exception as exc:
             conn.send(("error", _picklable(exc)))
