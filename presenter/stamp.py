@@ -43,32 +43,25 @@ def _levels(index: int) -> list[int]:
 
 
 def stamp_video(frame: VideoOut) -> VideoOut:
-    """A copy of ``frame`` with its index painted in (RGB or I420)."""
+    """A copy of ``frame`` with its index painted in (RGB, or I420: into its luma plane, the
+    chroma under the strip made neutral)."""
     image = frame.image.copy()
     block = STAMP_BLOCK
-    if frame.format == "yuv420p":
-        height = image.shape[0] * 2 // 3
-        width = image.shape[1]
-        if width < STAMP_BLOCKS * block:
-            raise ValueError(f"a {width} px wide frame is too narrow for the stamp")
-        top = height - block
-        for position, level in enumerate(_levels(frame.index)):
-            image[top:height, position * block : (position + 1) * block] = level
-        # neutral chroma under the strip: the U and V planes (H/2 x W/2 each, row-major)
-        # follow the Y plane, H/4 rows of W apiece
-        half = width // 2
+    planar = frame.format == "yuv420p"
+    height = image.shape[0] * 2 // 3 if planar else image.shape[0]
+    width = image.shape[1]
+    if width < STAMP_BLOCKS * block:
+        raise ValueError(f"a {width} px wide frame is too narrow for the stamp")
+    top = height - block
+    for position, level in enumerate(_levels(frame.index)):
+        image[top:height, position * block : (position + 1) * block] = level
+    if planar:
+        # the U and V planes (H/2 x W/2 each, row-major) follow the Y plane, H/4 rows of W
         span = STAMP_BLOCKS * block // 2
         for plane in range(2):
             start = height + plane * (height // 4)
-            chroma = image[start : start + height // 4].reshape(height // 2, half)
+            chroma = image[start : start + height // 4].reshape(height // 2, width // 2)
             chroma[top // 2 :, :span] = 128
-    else:
-        height, width = image.shape[:2]
-        if width < STAMP_BLOCKS * block:
-            raise ValueError(f"a {width} px wide frame is too narrow for the stamp")
-        top = height - block
-        for position, level in enumerate(_levels(frame.index)):
-            image[top:height, position * block : (position + 1) * block] = level
     return replace(frame, image=image)
 
 
