@@ -44,7 +44,7 @@ import fractions
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import av
 import numpy as np
@@ -91,6 +91,13 @@ class _SharedEncoder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._end_viewers()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     @property
     def viewers(self) -> int:
@@ -170,6 +177,8 @@ class SharedVideoEncoder(_SharedEncoder):
     ``async with``) runs it; ``track()`` makes a viewer's track; ``close()`` ends the tracks.
     """
 
+    kind = "video"
+
     def __init__(
         self,
         subscription: Subscription,
@@ -197,8 +206,6 @@ class SharedVideoEncoder(_SharedEncoder):
         self._size: tuple[int, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
-    kind = "video"
-
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         if self._tasks or self._closed:
@@ -214,13 +221,6 @@ class SharedVideoEncoder(_SharedEncoder):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-
-    async def __aenter__(self) -> SharedVideoEncoder:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- viewers --------------------------------------------------------------------------
     def track(self) -> EncodedVideoTrack:
@@ -349,13 +349,6 @@ class SharedAudioEncoder(_SharedEncoder):
         self.viewer_queue = viewer_queue  # packets (20 ms each) a viewer may be behind
         self.chunks_encoded = 0
         self._codec: Any = None
-
-    async def __aenter__(self) -> SharedAudioEncoder:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def track(self) -> EncodedAudioTrack:
         track = EncodedAudioTrack(self)
