@@ -151,9 +151,7 @@ def live_server(args: Sequence[str], log: Path, timeout: float = 180.0) -> Itera
             )
             time.sleep(0.1)
         time.sleep(0.2)  # the token line follows the URL line
-        token = next(
-            (line.split()[2] for line in lines if line.startswith("Control token:")), None
-        )
+        token = next((line.split()[2] for line in lines if line.startswith("Control token:")), None)
         try:
             yield LiveServer(url, process, log, token)
         finally:
@@ -207,6 +205,24 @@ def wait_connected(page: Any, timeout_s: float = 30) -> None:
     page.wait_for_function("window.viewer.stats().state === 'connected'", timeout=timeout_s * 1000)
 
 
+def _stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
+    """From the page's getStats samples ([perf ms, values], every 500 ms) nearest ``lo`` and
+    ``hi``: what the browser decoded, presented, froze and concealed in between."""
+    t0, a = min(samples, key=lambda item: abs(item[0] - lo))
+    t1, b = min(samples, key=lambda item: abs(item[0] - hi))
+    seconds = (t1 - t0) / 1000
+    received = b["audioTotalSamplesReceived"] - a["audioTotalSamplesReceived"]
+    concealed = b["audioConcealedSamples"] - a["audioConcealedSamples"]
+    return {
+        "seconds": seconds,
+        "fps_presented": (b["framesPresented"] - a["framesPresented"]) / seconds,
+        "fps_decoded": (b["framesDecoded"] - a["framesDecoded"]) / seconds,
+        "freezes": b["freezeCount"] - a["freezeCount"],
+        "audio_samples": received,
+        "concealed_fraction": concealed / received if received else 1.0,
+    }
+
+
 def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
     """What one page presented, over ``window_s`` from 1 s after its first stamped frame."""
     data = page.evaluate("window.viewer.measurements()")
@@ -215,21 +231,17 @@ def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
     first = frames[0][1]
     lo, hi = first + 1000.0, first + 1000.0 + window_s * 1000.0
     shown = {index for index, t in frames if lo <= t < hi}
-    samples = [(t, s) for t, s in data["getStatsSamples"]]
-    t0, before = min(samples, key=lambda item: abs(item[0] - lo))
-    t1, after = min(samples, key=lambda item: abs(item[0] - hi))
-    received = after["audioTotalSamplesReceived"] - before["audioTotalSamplesReceived"]
-    concealed = after["audioConcealedSamples"] - before["audioConcealedSamples"]
+    window = _stats_window(data["getStatsSamples"], lo, hi)
     offsets = [offset for sample, offset in data["avOffsets"]]
     g2g = sorted(ms for _, ms in data["glassToGlass"])
     return {
         # distinct stamped frames the page presented (requestVideoFrameCallback)
         "fps": len(shown) / window_s,
         # frames the browser decoded (getStats), over the stats samples nearest the window
-        "fps_decoded": (after["framesDecoded"] - before["framesDecoded"]) * 1000 / (t1 - t0),
-        "freezes": after["freezeCount"] - before["freezeCount"],
-        "audio_samples": received,
-        "concealed_fraction": concealed / received if received else 1.0,
+        "fps_decoded": window["fps_decoded"],
+        "freezes": window["freezes"],
+        "audio_samples": window["audio_samples"],
+        "concealed_fraction": window["concealed_fraction"],
         "av_offsets_ms": offsets,
         "av_offset_median_ms": statistics.median(offsets) if offsets else None,
         "glass_to_glass_ms": {
@@ -244,22 +256,9 @@ def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
 
 def presented_figures(page: Any, skip_s: float, window_s: float) -> dict[str, Any]:
     """Frames presented and decoded per second (no stamps), ``skip_s`` after the first
-    stats sample, over ``window_s``; freezes and concealed audio over the same window."""
+    stats sample, over ``window_s``; freezes and concealed audio over the same window (all
+    of it concealed when no audio came)."""
     samples = page.evaluate("window.viewer.measurements()")["getStatsSamples"]
     assert samples, "no stats were sampled"
     lo = samples[0][0] + skip_s * 1000
-    hi = lo + window_s * 1000
-    before = min(samples, key=lambda item: abs(item[0] - lo))
-    after = min(samples, key=lambda item: abs(item[0] - hi))
-    seconds = (after[0] - before[0]) / 1000
-    a, b = before[1], after[1]
-    received = b["audioTotalSamplesReceived"] - a["audioTotalSamplesReceived"]
-    return {
-        "seconds": seconds,
-        "fps_presented": (b["framesPresented"] - a["framesPresented"]) / seconds,
-        "fps_decoded": (b["framesDecoded"] - a["framesDecoded"]) / seconds,
-        "freezes": b["freezeCount"] - a["freezeCount"],
-        "concealed_fraction": (b["audioConcealedSamples"] - a["audioConcealedSamples"])
-        / max(received, 1),
-        "errors": list(page.errors),
-    }
+    return {**_stats_window(samples, lo, lo + window_s * 1000), "errors": list(page.errors)}
