@@ -263,12 +263,20 @@ class AvatarEngine:
         self._restart_stream()
 
     def set_style(
-        self, reference: np.ndarray | None = None, *, code: np.ndarray | None = None
-    ) -> None:
-        """Speaking style from (T, K) reference dynamics, or a (style_dim,) code; ``None``:
-        the avatar's default style."""
+        self,
+        reference: np.ndarray | None = None,
+        code: np.ndarray | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """Speaking style from (T, K) reference dynamics, a (style_dim,) code or the default
+        style of a subject the model knows; none of them: the avatar's default style. Returns
+        what the style now is (the subject's name, ``"code"`` or ``"reference"``)."""
         motion = self.model.motion
-        if code is not None:
+        described = "reference" if reference is not None else "code"
+        if subject is not None:
+            self._style = np.asarray(self.model.style(subject), dtype=np.float32)
+            described = subject
+        elif code is not None:
             values = np.asarray(code, dtype=np.float32)
             if values.shape != (motion.config.style_dim,):
                 raise PresenterError(f"a style code has shape ({motion.config.style_dim},)")
@@ -283,8 +291,10 @@ class AvatarEngine:
                 self._style = motion.model.style(torch.from_numpy(values)[None])[0].numpy()
         else:
             self._style = np.asarray(self.model.style(self.avatar.subject), dtype=np.float32)
+            described = self.avatar.subject
         self._rest = rest_coefficients(motion.model, self._style, silence=self._silence)
         self._idle_images.clear()
+        return described
 
     @property
     def rest(self) -> np.ndarray:

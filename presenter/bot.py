@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from engine.errors import PresenterError
 from engine.speech.espeak import EspeakLibrary
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
@@ -41,6 +43,7 @@ class BotLimits:
     max_queued_sentences: int = 32
     min_rate_wpm: int = 80
     max_rate_wpm: int = 450
+    max_reference_frames: int = 1500  # a style reference: 60 s of dynamics at 25 fps
 
 
 def split_sentences(text: str) -> list[str]:
@@ -82,6 +85,7 @@ class PresenterBot:
         self._ids = itertools.count(1)
         self._utterances: list[_Utterance] = []
         self._playbacks: dict[int, tuple[_Utterance, TtsSource]] = {}
+        self.style = "default"  # the speaking style last chosen (set_style)
 
     def _espeak(self, text: str, voice: str, rate: int) -> TtsSource:
         if self._library is None:
@@ -136,6 +140,54 @@ class PresenterBot:
         """Stop speaking now: returns the stream sample from which the avatar is at rest."""
         return self.stream.interrupt()
 
+    async def set_style(self, style: object) -> str:
+        """Change the speaking style (how the mouth and face move with the same speech):
+        ``{"subject": name}`` (a style the model knows), ``{"code": [style_dim floats]}``,
+        ``{"reference": [[K floats] per frame, ...]}`` (dynamics of a reference clip at 25
+        fps, up to ``max_reference_frames``), or ``{}`` / None: the avatar's own style. It
+        shows from the frames rendered after the call (within the stream delay). Returns
+        the style's name."""
+        arguments = self._style_arguments(style)
+        engine_set_style = getattr(self.stream.engine, "set_style", None)
+        if not callable(engine_set_style):
+            raise ControlError("this engine has no speaking styles to choose from")
+        try:
+            name = await self.stream.run_on_engine(lambda engine: engine_set_style(*arguments))
+        except PresenterError as exc:  # e.g. a subject the model does not know, a bad shape
+            raise ControlError(str(exc)) from exc
+        self.style = str(name)
+        return self.style
+
+    def _style_arguments(
+        self, style: object
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+        """(reference, code, subject) for the engine, from a style as it came in."""
+        if style is None:
+            style = {}
+        if not isinstance(style, dict):
+            raise ControlError("a style is an object with 'subject', 'code' or 'reference'")
+        unknown = set(style) - {"subject", "code", "reference"}
+        if unknown or len(style) > 1:
+            raise ControlError(
+                "a style has one of 'subject', 'code' or 'reference' (or none: the avatar's "
+                f"own), got {sorted(style)}"
+            )
+        if "subject" in style:
+            subject = style["subject"]
+            if not isinstance(subject, str) or not 0 < len(subject) <= 200:
+                raise ControlError("'subject' must be the name of a style the model knows")
+            return None, None, subject
+        for key, dims in (("code", 1), ("reference", 2)):
+            if key in style:
+                values = _finite_array(style[key], dims, key)
+                if key == "reference" and len(values) > self.limits.max_reference_frames:
+                    raise ControlError(
+                        f"a reference of {len(values)} frames is over the limit of "
+                        f"{self.limits.max_reference_frames}"
+                    )
+                return (values, None, None) if key == "reference" else (None, values, None)
+        return None, None, None
+
     @property
     def queued_sentences(self) -> int:
         return sum(not playback.done for u in self._utterances for playback in u.sentences)
@@ -147,6 +199,7 @@ class PresenterBot:
             "queuedSentences": self.queued_sentences,
             "utterances": [u.id for u in self._utterances],
             "position": self.stream.position,
+            "style": self.style,
         }
 
     # -- events -------------------------------------------------------------------------------
@@ -233,6 +286,18 @@ class PresenterBot:
             else:
                 keep.append(utterance)
         self._utterances = keep
+
+
+def _finite_array(values: object, dims: int, name: str) -> np.ndarray:
+    """A JSON list (of lists) of numbers as a float32 array of ``dims`` dimensions."""
+    shape = "a list of numbers" if dims == 1 else "a list of equal-length lists of numbers"
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ControlError(f"'{name}' must be {shape}") from exc
+    if array.ndim != dims or not array.size or not (np.abs(array) < 1e6).all():
+        raise ControlError(f"'{name}' must be {shape} (finite, below 1e6)")
+    return array.astype(np.float32)
 
 
 def _index(utterance: _Utterance, segment: int) -> int:

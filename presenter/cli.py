@@ -191,15 +191,30 @@ def _build_parser() -> argparse.ArgumentParser:
     say.add_argument(
         "text", nargs="?", help="what to say (long text is spoken sentence by sentence)"
     )
-    say.add_argument("--url", default="http://127.0.0.1:8080/", help="the server (default: local)")
-    say.add_argument(
-        "--token",
-        default=os.environ.get("PRESENTER_TOKEN"),
-        help="control token ($PRESENTER_TOKEN)",
-    )
     say.add_argument("--voice", default=None, help="espeak-ng voice (default: the server's)")
     say.add_argument("--rate", type=int, default=None, help="words per minute (80-450)")
     say.add_argument("--interrupt", action="store_true", help="stop speaking first")
+    style = commands.add_parser(
+        "style",
+        help="change a running presenter's speaking style",
+        description="Set the speaking style of a running `serve` (shows within the stream "
+        "delay). No argument: the avatar's own style.",
+    )
+    choice = style.add_mutually_exclusive_group()
+    choice.add_argument("subject", nargs="?", help="a style the model knows, by name")
+    choice.add_argument("--code", type=Path, help="a .npy file with a style code (style_dim,)")
+    choice.add_argument(
+        "--reference", type=Path, help="a .npy file with reference dynamics (frames, K) at 25 fps"
+    )
+    for command in (say, style):
+        command.add_argument(
+            "--url", default="http://127.0.0.1:8080/", help="the server (default: local)"
+        )
+        command.add_argument(
+            "--token",
+            default=os.environ.get("PRESENTER_TOKEN"),
+            help="control token ($PRESENTER_TOKEN)",
+        )
     return parser
 
 
@@ -302,44 +317,64 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_say(args: argparse.Namespace) -> int:
+def _control_call(args: argparse.Namespace, path: str, body: dict[str, object]) -> dict[str, Any]:
+    """POST ``body`` to a running server's control API; its one-line error on refusal."""
     import json
     import urllib.error
     import urllib.request
 
     if not args.token:
-        raise PresenterError("say needs the server's control token: --token or $PRESENTER_TOKEN")
+        raise PresenterError(
+            f"{args.command} needs the server's control token: --token or $PRESENTER_TOKEN"
+        )
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.load(exc).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            reason = exc.reason
+        raise PresenterError(f"{args.url}: {reason}") from exc
+    except urllib.error.URLError as exc:
+        raise PresenterError(f"cannot reach {args.url}: {exc.reason}") from exc
+
+
+def _run_say(args: argparse.Namespace) -> int:
     if not args.text and not args.interrupt:
         raise PresenterError("nothing to do: give a text, or --interrupt")
-
-    def call(path: str, body: dict[str, object]) -> dict[str, object]:
-        request = urllib.request.Request(
-            args.url.rstrip("/") + path,
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return dict(json.load(response))
-        except urllib.error.HTTPError as exc:
-            try:
-                reason = json.load(exc).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                reason = exc.reason
-            raise PresenterError(f"{args.url}: {reason}") from exc
-        except urllib.error.URLError as exc:
-            raise PresenterError(f"cannot reach {args.url}: {exc.reason}") from exc
-
     if args.interrupt:
-        call("/api/interrupt", {})
+        _control_call(args, "/api/interrupt", {})
     if args.text:
         body: dict[str, object] = {"text": args.text}
         if args.voice:
             body["voice"] = args.voice
         if args.rate:
             body["rate"] = args.rate
-        print(f"utterance {call('/api/say', body)['utterance']}")  # noqa: T201
+        print(f"utterance {_control_call(args, '/api/say', body)['utterance']}")  # noqa: T201
+    return 0
+
+
+def _run_style(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    body: dict[str, object] = {}
+    if args.subject:
+        body = {"subject": args.subject}
+    for key in ("code", "reference"):
+        path = getattr(args, key)
+        if path is not None:
+            try:
+                body = {key: np.load(path, allow_pickle=False).tolist()}
+            except (OSError, ValueError) as exc:
+                raise PresenterError(f"cannot read {path} as a .npy array: {exc}") from exc
+    print(f"style {_control_call(args, '/api/style', body)['style']}")  # noqa: T201
     return 0
 
 
@@ -506,6 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_serve(args)
         if args.command == "say":
             return _run_say(args)
+        if args.command == "style":
+            return _run_style(args)
     except PresenterError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

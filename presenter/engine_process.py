@@ -11,7 +11,8 @@ from which the server sizes its render budget (:func:`render_budget_ms`).
 
 :class:`EngineProcess` starts the child (``spawn``), which builds the engine from an
 :class:`EngineRecipe` and then answers calls over a pipe: ``push_audio``, ``pull``,
-``reset``, ``drop_ready``, ``flush`` and the ``delay_samples`` / ``frame_size`` properties.
+``reset``, ``drop_ready``, ``flush``, ``set_style`` and the ``delay_samples`` /
+``frame_size`` properties.
 A call is one round trip (tens of microseconds; a 512x512 I420 frame is 393 kB through the
 pipe). The caller's thread waits on the pipe without holding the interpreter lock. An
 exception in the child is raised in the caller; a child that dies raises
@@ -41,7 +42,10 @@ log = logging.getLogger(__name__)
 
 # what the child answers: the engine methods and properties the stream and server use
 _ANSWERS = {
-    *(("call", name) for name in ("push_audio", "pull", "reset", "drop_ready", "flush")),
+    *(
+        ("call", name)
+        for name in ("push_audio", "pull", "reset", "drop_ready", "flush", "set_style")
+    ),
     *(("get", name) for name in ("delay_samples", "frame_size")),
 }
 
@@ -205,6 +209,15 @@ class EngineProcess:
 
     def flush(self) -> None:
         self._request("call", "flush")
+
+    def set_style(
+        self,
+        reference: np.ndarray | None = None,
+        code: np.ndarray | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """See :meth:`engine.facade.AvatarEngine.set_style`."""
+        return str(self._request("call", "set_style", reference, code, subject))
 
     def close(self) -> None:
         if self._closed:

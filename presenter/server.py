@@ -13,8 +13,10 @@ Routes
 - ``GET /status``: JSON: viewers, source, frames emitted, dropped and encoded.
 - Control (``presenter.bot``), every call with ``Authorization: Bearer TOKEN``:
   ``POST /api/say`` ``{"text", "voice"?, "rate"?}`` -> ``{"utterance": id}``,
-  ``POST /api/interrupt`` -> ``{"restAt": sample}``, ``GET /api/status``. On the websocket
-  the same as messages (``say``, ``interrupt``, ``status``) once the page sent
+  ``POST /api/interrupt`` -> ``{"restAt": sample}``, ``POST /api/style`` ``{}`` |
+  ``{"subject"}`` | ``{"code"}`` | ``{"reference"}`` -> ``{"style": name}``,
+  ``GET /api/status``. On the websocket the same as messages (``say``, ``interrupt``,
+  ``set_style`` with ``"style"``, ``status``) once the page sent
   ``{"type": "auth", "token": ...}`` (or its upgrade request carried the header); an
   authorised websocket also gets the speech events (``{"type": "event", ...}``). A call
   without the token gets 401, with a wrong one 403, over a limit 400 (or 413 for a body over
@@ -108,6 +110,7 @@ class PresenterServer:
         app.router.add_get("/status", self._status)
         app.router.add_post("/api/say", self._api_say)
         app.router.add_post("/api/interrupt", self._api_interrupt)
+        app.router.add_post("/api/style", self._api_style)
         app.router.add_get("/api/status", self._api_status)
         app.router.add_static("/web", self.web_root, show_index=False)
         return app
@@ -162,12 +165,7 @@ class PresenterServer:
 
     async def _api_say(self, request: web.Request) -> web.Response:
         self.authorised(request)
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _refuse(400, f"the body must be JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise _refuse(400, "the body must be a JSON object with 'text'")
+        body = await _json_object(request, "a JSON object with 'text'")
         try:
             utterance = self.presenter.bot.say(
                 body.get("text"), voice=body.get("voice"), rate=body.get("rate")
@@ -179,6 +177,17 @@ class PresenterServer:
     async def _api_interrupt(self, request: web.Request) -> web.Response:
         self.authorised(request)
         return web.json_response({"restAt": self.presenter.bot.interrupt()})
+
+    async def _api_style(self, request: web.Request) -> web.Response:
+        self.authorised(request)
+        body = await _json_object(
+            request, "a JSON object: {}, {'subject'}, {'code'}, {'reference'}"
+        )
+        try:
+            style = await self.presenter.bot.set_style(body)
+        except PresenterError as exc:
+            raise _refuse(400, str(exc)) from exc
+        return web.json_response({"style": style})
 
     async def _api_status(self, request: web.Request) -> web.Response:
         self.authorised(request)
@@ -207,6 +216,17 @@ class PresenterServer:
             self._pages.discard(page)
             await session.close()
         return page
+
+
+async def _json_object(request: web.Request, what: str) -> dict[str, Any]:
+    """The request's body, which must be a JSON object (else 400 saying it must be ``what``)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _refuse(400, f"the body must be JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _refuse(400, f"the body must be {what}")
+    return body
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -288,7 +308,7 @@ class _PageSession:
                 await self._send({"type": "status", **status})
             elif kind == "auth":
                 await self._auth(message)
-            elif kind in ("say", "interrupt"):
+            elif kind in ("say", "interrupt", "set_style"):
                 await self._control(kind, message)
             else:
                 await self._error(f"unknown message type {kind!r}")
@@ -314,6 +334,9 @@ class _PageSession:
                 message.get("text"), voice=message.get("voice"), rate=message.get("rate")
             )
             await self._send({"type": "said", "utterance": utterance})
+        elif kind == "set_style":
+            style = await bot.set_style(message.get("style"))
+            await self._send({"type": "style", "style": style})
         else:
             await self._send({"type": "interrupted", "restAt": bot.interrupt()})
 

@@ -83,7 +83,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -107,6 +107,7 @@ from presenter.stamp import click_burst, stamp_audio, stamp_video
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class StreamClosed(PresenterError):
@@ -423,6 +424,32 @@ _Op = np.ndarray | int | None
 
 
 @dataclass(frozen=True)
+class _Call(Generic[R]):
+    """A ``run_on_engine`` call: run on the worker, its outcome handed back to the loop."""
+
+    function: Callable[[StreamEngine], R]
+    future: asyncio.Future[R]
+
+    def run(self, engine: StreamEngine) -> None:
+        loop = self.future.get_loop()
+        try:
+            result = self.function(engine)
+        except Exception as exc:
+            loop.call_soon_threadsafe(_settle, self.future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, self.future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: Exception | None) -> None:
+    if future.done():  # the caller gave up waiting
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@dataclass(frozen=True)
 class _Job:
     future: asyncio.Future[list[RenderedFrame]]
     epoch: int
@@ -494,6 +521,7 @@ class AvatarStream:
         self._next_render = 0  # stream index of the next frame the engine will render
         self._epoch = 0  # moves on at each interruption: older engine results are dropped
         self._restart = False  # an interruption waits for the worker
+        self._calls: list[_Call[Any]] = []  # run_on_engine calls waiting for the worker
         # sources
         self._ids = itertools.count(1)
         self._queue: deque[Playback] = deque()
@@ -641,6 +669,18 @@ class AvatarStream:
         self._submit()
         return boundary
 
+    async def run_on_engine(self, call: Callable[[StreamEngine], R]) -> R:
+        """Run ``call(engine)`` on the engine's worker, between two engine calls of the stream
+        (the only place the engine may be used while the stream runs), and return its
+        result; its exception is raised here and the stream goes on. Frames already rendered
+        stay as they are: a change shows from the frames rendered after it (within ``D``)."""
+        if self._closed or self._executor is None:
+            raise StreamClosed(self._failure or "the stream is not running")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._calls.append(_Call(call, future))
+        self._submit()
+        return await future
+
     async def close(self) -> None:
         """Stop the stream: sources are closed, subscribers get ``StreamClosed``, the worker
         thread ends (after the engine call in flight, if any)."""
@@ -732,12 +772,13 @@ class AvatarStream:
                         anchor = boundary // frame
                         ops = [pcm[: boundary - start], None, pcm[boundary - start :]]
                     # else: push now, drop at the next frame boundary
-        else:
+        elif not self._calls:
             return
         self._pending.clear()
         self._pushed = self._captured
+        calls, self._calls = self._calls, []
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._work, ops, render)
+        future = loop.run_in_executor(self._executor, self._work, ops, render, calls)
         job = _Job(future, self._epoch, anchor, self.clock.now())
         self._job = job
         self.clock.hold(future)
@@ -763,9 +804,11 @@ class AvatarStream:
                 return ready, keep
         return ready, 0
 
-    def _work(self, ops: list[_Op], render: bool) -> list[RenderedFrame]:
+    def _work(self, ops: list[_Op], render: bool, calls: list[_Call[Any]]) -> list[RenderedFrame]:
         """The worker thread: the only place the engine is used while the stream runs."""
         engine = self.engine
+        for call in calls:
+            call.run(engine)
         for op in ops:
             if op is None:
                 engine.reset()
@@ -930,6 +973,9 @@ class AvatarStream:
         for subscriber in list(self._subscribers):
             subscriber.close(reason)
         self._subscribers.clear()
+        calls, self._calls = self._calls, []
+        for call in calls:
+            _settle(call.future, None, StreamClosed(reason))
 
     def _detach(self, subscription: Subscription) -> None:
         with contextlib.suppress(ValueError):

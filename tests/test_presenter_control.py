@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from presenter.bot import BotLimits, split_sentences
@@ -135,5 +136,68 @@ def test_tokens_limits_say_and_interrupt(shipped_backends: ShippedBackends) -> N
         late = [m for m in after if m.get("event") == "word" and m["pts"] >= reply["restAt"]]
         assert not late, after
         assert status["queuedSentences"] == 0 and not status["speaking"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_set_style_over_the_api(shipped_backends: ShippedBackends) -> None:
+    parts = shipped_backends.parts(avatar_seconds=0.4)
+    config = PresenterConfig(source=SourceSpec("none"))
+    style_dim = parts.model.motion.config.style_dim
+    coefficients = parts.model.motion.config.num_coefficients
+
+    async def main() -> None:
+        engine = parts.engine(output="yuv420p")
+        own_rest = engine.rest
+        async with Presenter(engine, config) as presenter:
+            presenter.bot.limits = BotLimits(max_reference_frames=100)
+            server = PresenterServer(presenter, port=0, token=TOKEN)
+            url = await server.start()
+            good = {"Authorization": f"Bearer {TOKEN}"}
+            try:
+                async with aiohttp.ClientSession() as http:
+                    refusals = [
+                        (None, {}, 401, "token"),
+                        (good, {"subject": "nobody"}, 400, "no style for 'nobody'"),
+                        (good, {"code": [0.1, 0.2]}, 400, f"({style_dim},)"),
+                        (good, {"code": ["a"] * style_dim}, 400, "list of numbers"),
+                        (good, {"code": [1e40] * style_dim}, 400, "finite"),
+                        (good, {"reference": [[0.0] * 3] * 10}, 400, f"(T, {coefficients})"),
+                        (good, {"reference": [[0.0] * coefficients] * 101}, 400, "limit of 100"),
+                        (good, {"code": [0.0] * style_dim, "subject": "x"}, 400, "one of"),
+                        (good, {"colour": "red"}, 400, "one of"),
+                        (good, ["code"], 400, "JSON object"),
+                    ]
+                    for headers, body, status, words in refusals:
+                        async with http.post(url + "api/style", json=body, headers=headers) as r:
+                            assert r.status == status, (body, await r.text())
+                            error = (await r.json())["error"]
+                            assert words in error and "\n" not in error, error
+                    assert np.array_equal(engine.rest, own_rest)  # nothing changed
+                    code = [0.5] * style_dim
+                    async with http.post(url + "api/style", json={"code": code}, headers=good) as r:
+                        assert r.status == 200 and (await r.json()) == {"style": "code"}
+                    coded_rest = engine.rest
+                    assert not np.allclose(coded_rest, own_rest)
+                    async with http.get(url + "api/status", headers=good) as r:
+                        assert (await r.json())["style"] == "code"
+                    reference = np.tile(own_rest, (50, 1)).tolist()
+                    async with http.post(
+                        url + "api/style", json={"reference": reference}, headers=good
+                    ) as r:
+                        assert r.status == 200 and (await r.json()) == {"style": "reference"}
+                    async with http.ws_connect(url + "ws", headers=good) as ws:
+                        await ws.send_str(json.dumps({"type": "set_style", "style": None}))
+                        reply = await _until(ws, lambda m: m["type"] in ("style", "error"))
+                    assert reply == {"type": "style", "style": "default-avatar"}
+                    assert np.allclose(engine.rest, own_rest)
+                    for _ in range(50):  # the stream went on (a cold engine may drop a few)
+                        if presenter.stream.stats.frames_emitted:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert presenter.stream.running and presenter.stream.stats.frames_emitted
+            finally:
+                await server.close()
 
     asyncio.run(main())

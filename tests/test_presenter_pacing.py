@@ -305,3 +305,32 @@ def test_a_live_source_backlog_is_dropped_not_played_late() -> None:
         assert end.pts - playback.start_pts <= round(0.06 * OUTPUT_RATE)
 
     _run(body)
+
+
+def test_run_on_engine_runs_between_engine_calls_and_keeps_the_stream_going() -> None:
+    import threading
+
+    async def body(stream: AvatarStream, clock: VirtualClock, recorder: Recorder) -> None:
+        await recorder.until(lambda r: len(r.frames) >= 5)
+        threads = await stream.run_on_engine(lambda engine: threading.current_thread().name)
+        assert threads.startswith("avatar-engine")  # the worker, not the event loop
+
+        def refuse(engine: object) -> None:
+            raise PresenterError("no such style")
+
+        with pytest.raises(PresenterError, match="no such style"):
+            await stream.run_on_engine(refuse)
+        emitted = len(recorder.frames)
+        await recorder.until(lambda r: len(r.frames) >= emitted + 5)  # still streaming
+        assert stream.running
+
+    _run(body)
+
+
+def test_run_on_engine_after_close_is_refused() -> None:
+    async def main() -> None:
+        stream = AvatarStream(FakeEngine(), clock=VirtualClock(auto_advance=True))
+        with pytest.raises(StreamClosed):
+            await stream.run_on_engine(lambda engine: None)
+
+    asyncio.run(main())
