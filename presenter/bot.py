@@ -9,7 +9,9 @@ Limits are checked before anything is queued; over one, :class:`ControlError` sa
 (text length, queued sentences, voice, rate), and nothing changes.
 
 Events (``events()``): speech started / word / speech ended / interrupted, each with the
-stream sample (48 kHz) at which it is heard — not when it was synthesised.
+stream sample (48 kHz) at which it is heard — not when it was synthesised. "speech started"
+also lists the sentence's phones (``[ARPAbet label, first sample, end sample]``) on the same
+clock. Voices: espeak-ng or Piper, by name (``engine.speech.voices``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import PresenterError
-from engine.speech.espeak import EspeakLibrary
+from engine.speech.voices import VoiceBook
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
 from presenter.sources.tts import TtsSource
 from presenter.stream import AvatarStream, Playback, StreamClosed
@@ -73,24 +75,24 @@ class PresenterBot:
         *,
         voice: str = "en-us",
         limits: BotLimits | None = None,
+        voices: VoiceBook | None = None,
         make_tts: Callable[[str, str, int], TtsSource] | None = None,
     ) -> None:
         self.stream = stream
         self.voice = voice
         self.limits = limits or BotLimits()
-        # espeak-ng has one synthesizer per process: every source shares one library handle
-        # (and its lock), so sentences synthesised ahead in threads never mix
-        self._library: EspeakLibrary | None = None
-        self._make_tts = make_tts or self._espeak
+        # one book for every sentence: espeak-ng has one synthesizer per process (one handle
+        # and its lock, so sentences synthesised ahead in threads never mix), a Piper voice
+        # is loaded once
+        self.voices = voices or VoiceBook()
+        self._make_tts = make_tts or self._speak
         self._ids = itertools.count(1)
         self._utterances: list[_Utterance] = []
         self._playbacks: dict[int, tuple[_Utterance, TtsSource]] = {}
         self.style = "default"  # the speaking style last chosen (set_style)
 
-    def _espeak(self, text: str, voice: str, rate: int) -> TtsSource:
-        if self._library is None:
-            self._library = EspeakLibrary()
-        return TtsSource(text, voice=voice, rate_wpm=rate, library=self._library)
+    def _speak(self, text: str, voice: str, rate: int) -> TtsSource:
+        return TtsSource(text, speaker=self.voices.speaker(voice, rate))
 
     # -- control calls ----------------------------------------------------------------------
     def say(self, text: object, *, voice: object = None, rate: object = None) -> int:
@@ -99,7 +101,9 @@ class PresenterBot:
         if not isinstance(text, str) or not text.strip():
             raise ControlError("say needs a non-empty 'text'")
         if voice is not None and not isinstance(voice, str):
-            raise ControlError(f"voice must be an espeak-ng voice name, got {voice!r}")
+            raise ControlError(
+                f"voice must be an espeak-ng voice (en-us) or piper[:NAME], got {voice!r}"
+            )
         if len(text) > self.limits.max_text_chars:
             raise ControlError(
                 f"text of {len(text)} characters is over the limit of {self.limits.max_text_chars}"
@@ -257,8 +261,18 @@ class PresenterBot:
         utterance, source = known
         base = {"utterance": utterance.id, "sentence": _index(utterance, event.segment)}
         if isinstance(event, SegmentStart):
-            words = []
+            words: list[dict[str, Any]] = []
+            started: dict[str, Any] = {"type": "event", "event": "speech started"}
             if source.utterance is not None:
+                # every phone (ARPAbet, SIL for pauses) with the stream samples it covers
+                started["phones"] = [
+                    [
+                        phone.label,
+                        event.pts + round(phone.start * OUTPUT_RATE),
+                        event.pts + round(phone.end * OUTPUT_RATE),
+                    ]
+                    for phone in source.utterance.phones
+                ]
                 words = [
                     {
                         "type": "event",
@@ -269,7 +283,7 @@ class PresenterBot:
                     }
                     for word in source.utterance.words
                 ]
-            return [{"type": "event", "event": "speech started", "pts": event.pts, **base}], words
+            return [{**started, "pts": event.pts, **base}], words
         kind = "interrupted" if event.interrupted else "speech ended"
         message: dict[str, Any] = {"type": "event", "event": kind, "pts": event.pts, **base}
         if event.error:

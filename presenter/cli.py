@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import PresenterError
 
 if TYPE_CHECKING:
+    from engine.speech.voices import VoiceBook
     from presenter.engine_process import EngineProcess, EngineRecipe
     from presenter.live import PresenterConfig
 
@@ -136,7 +137,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "idles). Default: tts",
     )
     serve.add_argument("--text", default=None, help="what the tts source says")
-    serve.add_argument("--voice", default="en-us", help="espeak-ng voice of the tts source")
+    serve.add_argument(
+        "--voice",
+        default="en-us",
+        help="voice of the tts source and of say: an espeak-ng voice (en-us, en-gb+f3, ...) or "
+        "piper[:NAME] (the piper extra's neural voice, or one given with --piper-voice)",
+    )
+    serve.add_argument(
+        "--piper-voice",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="ONNX",
+        help="a Piper voice file (.onnx with its .onnx.json), then known as piper:<file stem> "
+        "(repeatable)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
     serve.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     serve.add_argument(
@@ -191,7 +206,9 @@ def _build_parser() -> argparse.ArgumentParser:
     say.add_argument(
         "text", nargs="?", help="what to say (long text is spoken sentence by sentence)"
     )
-    say.add_argument("--voice", default=None, help="espeak-ng voice (default: the server's)")
+    say.add_argument(
+        "--voice", default=None, help="espeak-ng voice or piper[:NAME] (default: the server's)"
+    )
     say.add_argument("--rate", type=int, default=None, help="words per minute (80-450)")
     say.add_argument("--interrupt", action="store_true", help="stop speaking first")
     style = commands.add_parser(
@@ -283,10 +300,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         servers.append(IceServer((args.turn,), args.turn_user, args.turn_password))
     source = SourceSpec.parse(args.source)
     budget = None if args.render_budget == "auto" else _positive_ms(args.render_budget)
-    if source.kind == "tts":
-        from engine.speech.espeak import EspeakVoice
+    from engine.speech.voices import VoiceBook
 
-        EspeakVoice(voice=args.voice)  # a missing espeak-ng or voice fails now, not later
+    voices = VoiceBook({path.name.removesuffix(".onnx"): path for path in args.piper_voice})
+    speaker = voices.speaker(args.voice)  # a missing espeak-ng or voice fails now, not later
+    if voices.is_piper(args.voice):
+        speaker.synthesize("Ready.")  # loads the voice now: its first sentence is not late
     from presenter.engine_process import EngineProcess, render_budget_ms
 
     # The engine runs in a process of its own (see presenter.engine_process); one core is
@@ -308,6 +327,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             _serve(
                 engine,
                 config,
+                voices,
                 args.host,
                 args.port,
                 token=args.token,
@@ -391,6 +411,7 @@ def _positive_ms(text: str) -> float:
 async def _serve(
     engine: EngineProcess,
     config: PresenterConfig,
+    voices: VoiceBook,
     host: str,
     port: int,
     *,
@@ -402,7 +423,7 @@ async def _serve(
     from presenter.live import Presenter
     from presenter.server import PresenterServer
 
-    async with Presenter(engine, config) as presenter:
+    async with Presenter(engine, config, voices=voices) as presenter:
         server = PresenterServer(
             presenter, host=host, port=port, token=token, allowed_origins=origins
         )

@@ -41,6 +41,7 @@ from aiortc import (
 )
 
 from engine.errors import PresenterError
+from engine.speech.voices import VoiceBook
 from presenter.bot import PresenterBot
 from presenter.clock import Clock, RealClock
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE
@@ -132,7 +133,7 @@ class SourceSpec:
 class PresenterConfig:
     source: SourceSpec = field(default_factory=lambda: SourceSpec("tts"))
     text: str = GREETING  # what the tts source says to each new viewer
-    voice: str = "en-us"  # espeak-ng voice of the tts source
+    voice: str = "en-us"  # the tts source's and say's voice (engine.speech.voices)
     ice_servers: tuple[IceServer, ...] = ()
     video_bitrate: int = 1_500_000  # H.264 for 512x512 at 25 fps
     max_viewers: int = 16
@@ -176,6 +177,7 @@ class Presenter:
         config: PresenterConfig | None = None,
         *,
         clock: Clock | None = None,
+        voices: VoiceBook | None = None,
     ) -> None:
         self.config = config or PresenterConfig()
         self.stream = AvatarStream(engine, clock=clock or RealClock(), config=self.config.stream)
@@ -183,7 +185,7 @@ class Presenter:
             self.stream.subscribe(audio=False), bitrate=self.config.video_bitrate
         )
         self.audio_encoder = SharedAudioEncoder(self.stream.subscribe(video=False))
-        self.bot = PresenterBot(self.stream, voice=self.config.voice)
+        self.bot = PresenterBot(self.stream, voice=self.config.voice, voices=voices)
         self.viewers: dict[int, Viewer] = {}
         self._numbers = itertools.count(1)
         self._mic_owner: Viewer | None = None

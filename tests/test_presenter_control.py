@@ -13,6 +13,7 @@ import pytest
 
 from presenter.bot import BotLimits, split_sentences
 from presenter.live import Presenter, PresenterConfig, SourceSpec
+from presenter.media import AudioChunk
 from presenter.server import PresenterServer
 from tests.conftest import ShippedBackends
 
@@ -201,3 +202,58 @@ def test_set_style_over_the_api(shipped_backends: ShippedBackends) -> None:
                 await server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_piper_voice_with_word_and_phone_events(shipped_backends: ShippedBackends) -> None:
+    pytest.importorskip("piper", reason="Piper is the optional 'piper' extra")
+    parts = shipped_backends.parts(avatar_seconds=0.4)
+    config = PresenterConfig(source=SourceSpec("none"))
+
+    async def main() -> list[dict[str, Any]]:
+        async with Presenter(parts.engine(output="yuv420p"), config) as presenter:
+            server = PresenterServer(presenter, port=0, token=TOKEN)
+            url = await server.start()
+            audio = presenter.stream.subscribe(video=False)
+            heard: list[AudioChunk] = []
+
+            async def listen() -> None:
+                async for chunk in audio.audio():
+                    heard.append(chunk)
+
+            listener = asyncio.get_running_loop().create_task(listen())
+            try:
+                async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws") as ws:
+                    await ws.send_str(json.dumps({"type": "auth", "token": TOKEN}))
+                    await _until(ws, lambda m: m["type"] == "auth")
+                    unknown = {"type": "say", "text": "Hi.", "voice": "piper:nobody"}
+                    await ws.send_str(json.dumps(unknown))
+                    refused = await _until(ws, lambda m: m["type"] == "error")
+                    assert "unknown Piper voice 'nobody'" in refused["message"]
+                    text = "Hello there, nice to meet you."
+                    await ws.send_str(json.dumps({"type": "say", "text": text, "voice": "piper"}))
+                    events = [await _until(ws, lambda m: m.get("event") == "speech started")]
+                    while events[-1].get("event") != "speech ended":
+                        events.append(await _until(ws, lambda m: m["type"] == "event"))
+            finally:
+                await server.close()
+                audio.close()
+                await asyncio.gather(listener, return_exceptions=True)
+            pcm = np.concatenate([chunk.pcm for chunk in heard])
+            first = heard[0].pts  # contiguous from there (the stream's audio has no gaps)
+            started, ended = events[0], events[-1]
+            # the speech is in the stream's audio between its start and end samples
+            lo, hi = started["pts"] - first, ended["pts"] - first
+            inside = float(np.sqrt(np.mean(pcm[max(lo, 0) : hi] ** 2)))
+            assert inside > 0.02, inside
+            return events
+
+    events = asyncio.run(main())
+    started, ended = events[0], events[-1]
+    words = [e for e in events if e["event"] == "word"]
+    assert [w["word"] for w in words] == ["Hello", "there", "nice", "to", "meet", "you"]
+    assert all(started["pts"] <= w["pts"] < ended["pts"] for w in words)
+    phones = started["phones"]
+    assert phones[0][1] == started["pts"] and abs(phones[-1][2] - ended["pts"]) <= 960
+    labels = [label for label, _, _ in phones if label != "SIL"]
+    assert labels[:4] == ["HH", "AH", "L", "OW"], labels

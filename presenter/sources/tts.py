@@ -1,4 +1,5 @@
-"""Speech from text: espeak-ng through ``engine.speech.espeak``."""
+"""Speech from text: any :class:`~engine.speech.voices.Speaker` (espeak-ng by default, Piper
+neural voices with the ``piper`` extra; see ``engine.speech.voices``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import numpy as np
 from engine.errors import PresenterError
 from engine.speech.espeak import EspeakLibrary, EspeakVoice
 from engine.speech.utterance import Utterance
+from engine.speech.voices import Speaker
 from presenter.media import CHUNK_MS
 from presenter.sources.base import WholeSignalSource
 
 
 class TtsSource(WholeSignalSource):
-    """``text`` spoken by an espeak-ng voice (``en-us``, ``en-gb``, ``en-us+f3``, ...).
+    """``text`` spoken by ``speaker``, or else by an espeak-ng voice (``en-us``, ``en-gb``,
+    ``en-us+f3``, ...).
 
     The voice is checked when the source is made (an unknown voice or a missing espeak-ng
     raises ``PresenterError`` there); the text is synthesised in a thread on the first
-    read. ``utterance`` then holds the audio with its phone and word timings.
+    read (or at ``prefetch()``). ``utterance`` then holds the audio with its phone and word
+    timings.
     """
 
     def __init__(
@@ -29,21 +33,24 @@ class TtsSource(WholeSignalSource):
         rate_wpm: int = 175,
         pitch: int = 50,
         library: EspeakLibrary | None = None,
+        speaker: Speaker | None = None,
         chunk_ms: float = CHUNK_MS,
     ) -> None:
         if not text.strip():
             raise PresenterError("Nothing to say: the text is empty.")
         self.text = text
         super().__init__(f"tts:{text[:40]}", chunk_ms=chunk_ms)
-        self._voice = EspeakVoice(voice=voice, rate_wpm=rate_wpm, pitch=pitch, library=library)
+        self.speaker: Speaker = speaker or EspeakVoice(
+            voice=voice, rate_wpm=rate_wpm, pitch=pitch, library=library
+        )
         self.utterance: Utterance | None = None
 
     @property
     def sample_rate(self) -> int:
-        return self._voice.sample_rate
+        return self.speaker.sample_rate
 
     async def _load(self) -> tuple[np.ndarray, int]:
-        utterance = await asyncio.to_thread(self._voice.synthesize, self.text)
+        utterance = await asyncio.to_thread(self.speaker.synthesize, self.text)
         if not self._closed:
             self.utterance = utterance
         return utterance.audio, utterance.sample_rate
