@@ -18,7 +18,8 @@ Routes
   ``GET /api/status``. On the websocket the same as messages (``say``, ``interrupt``,
   ``set_style`` with ``"style"``, ``status``) once the page sent
   ``{"type": "auth", "token": ...}`` (or its upgrade request carried the header); an
-  authorised websocket also gets the speech events (``{"type": "event", ...}``). A call
+  authorised websocket gets the speech events (``{"type": "event", ...}``: started, word,
+  ended, interrupted, with utterance and sentence) instead of ``segment`` messages. A call
   without the token gets 401, with a wrong one 403, over a limit 400 (or 413 for a body over
   256 kB), each with a one-line ``error``; the stream goes on.
 - Websockets from another origin than the page's (``Origin`` header) are refused (403)
@@ -370,7 +371,9 @@ class _PageSession:
     async def _forward_events(self) -> None:
         with contextlib.suppress(StreamClosed):
             while True:
-                await self._send(_segment_message(await self._events.next_event()))
+                event = await self._events.next_event()
+                if not self.controller:  # a controller gets the bot's events instead
+                    await self._send(_segment_message(event))
 
     async def _error(self, text: str) -> None:
         log.info("page %s: %s", self.peer, text)

@@ -50,6 +50,18 @@ silence from ``P`` to where the input is, so that frame ``P / F`` — the very n
 leave, at most 40 ms later — is already at rest: back to idle within one frame. Engine
 results that were in flight are discarded.
 
+Early start
+-----------
+A source that is not live and has its first audio ready (a sentence already synthesised, a
+file) and comes while the stream is idle does not have to start at the input position: the
+silence of the last ``F + ceil_chunk(E)`` samples (140 ms) has entered the stream but not
+left it. It starts at the earliest frame boundary the engine can still render in time
+(``StreamConfig.early_start``): that silence, in the delay line and in the engine, is
+replaced by the source's first samples and the engine restarts there as after an
+interruption (frames of engine calls in flight before that frame are kept). Nothing that
+has left changes; lips and sound stay together; ``say`` is heard about ``R`` after the
+call instead of ``D``.
+
 Falling behind
 --------------
 The producer never waits for the engine: each tick hands the worker the new input (when
@@ -143,6 +155,7 @@ class StreamConfig:
     reanchor_after_ms: float = 250.0  # the pacing re-anchors when it is this late
     log_interval_s: float = 1.0  # at most one "behind" warning per interval
     stamp: bool = False  # paint frame indices and put 1 s clicks in the audio (presenter.stamp)
+    early_start: bool = True  # a ready source starts in the idle past (see "Early start")
 
     def __post_init__(self) -> None:
         if self.render_budget_ms <= 0:
@@ -520,7 +533,11 @@ class AvatarStream:
         self._offset: int | None = None  # stream index - engine index (from the next frame)
         self._next_render = 0  # stream index of the next frame the engine will render
         self._epoch = 0  # moves on at each interruption: older engine results are dropped
-        self._restart = False  # an interruption waits for the worker
+        # an engine restart waiting for the worker: (stream frame index it starts at, the
+        # input from that frame's first sample up to where the input was then)
+        self._restart: tuple[int, np.ndarray] | None = None
+        self._keep_before: int | None = None  # frames of stale engine calls kept below this
+        self._sound_end = 0  # input sample after the last sample a source gave
         self._calls: list[_Call[Any]] = []  # run_on_engine calls waiting for the worker
         # sources
         self._ids = itertools.count(1)
@@ -632,7 +649,11 @@ class AvatarStream:
             source.close()
             raise StreamClosed(self._failure or "the stream is closed")
         playback = Playback(next(self._ids), source)
-        self._queue.append(playback)
+        if self._feed is None and not self._queue and self.running:
+            # its turn now: start reading it at once (ready sooner for an early start)
+            self._feed = _Feed(playback, self._source_budget, self._live_budget)
+        else:
+            self._queue.append(playback)
         return playback
 
     play = say
@@ -665,7 +686,9 @@ class AvatarStream:
         )
         self._frames.clear()
         self._pending.clear()
-        self._restart = True
+        self._restart = (self._next_frame, np.zeros(max(0, self._captured - boundary), np.float32))
+        self._keep_before = None
+        self._sound_end = min(self._sound_end, boundary)
         self._submit()
         return boundary
 
@@ -727,6 +750,7 @@ class AvatarStream:
             self._anchor_time += late
         self._tick_pos = tick
         self._emit()
+        self._start_early()
         start = self._captured
         pcm = self._next_input()
         self._delay_line.append(AudioChunk(pcm, OUTPUT_RATE, start))
@@ -743,13 +767,13 @@ class AvatarStream:
         ops: list[_Op] = []
         anchor: int | None = None  # stream index of the engine's first frame after a reset
         render = True
-        if self._restart:
-            # After an interruption: the engine starts over at the next frame to leave, fed
-            # silence up to where the input is (that frame is at rest before it is due).
-            self._restart = False
-            anchor = self._next_frame
-            silence = np.zeros(max(0, self._captured - anchor * frame), np.float32)
-            ops = [None, silence]
+        if self._restart is not None:
+            # After an interruption (or an early start): the engine starts over at a frame
+            # that has not left yet, fed what the input is from there on (silence after an
+            # interruption), so that frame is rendered before it is due.
+            anchor, restart_pcm = self._restart
+            self._restart = None
+            ops = [None, np.concatenate([restart_pcm, *self._pending])]
         elif self._pending:
             pcm = np.concatenate(self._pending)
             start = self._pushed
@@ -840,24 +864,80 @@ class AvatarStream:
                 self._anchor_index = self._next_render = job.anchor
                 self._offset = None
             self._take_frames(frames)
+        elif self._keep_before is not None and self._offset is not None:
+            # made before an early start: its frames before the start are still right
+            self._take_frames(frames, below=self._keep_before)
         self._submit()
 
-    def _take_frames(self, frames: list[RenderedFrame]) -> None:
+    def _take_frames(self, frames: list[RenderedFrame], below: int | None = None) -> None:
         for frame in frames:
             if self._offset is None:
                 self._offset = self._anchor_index - frame.index
             index = frame.index + self._offset
+            if below is not None:
+                if index < below and index >= self._next_frame:
+                    self._frames[index] = self._video_out(frame, index)
+                continue
             self._counts["frames_rendered"] += 1
             self._next_render = index + 1
             if index < self._next_frame:
                 continue  # too late: counted as dropped when its time came
-            self._frames[index] = VideoOut(
-                image=frame.image,
-                pts_90k=index * self.pts_per_frame,
-                index=index,
-                speaking=frame.speaking,
-                format=frame.format,
-            )
+            self._frames[index] = self._video_out(frame, index)
+
+    def _video_out(self, frame: RenderedFrame, index: int) -> VideoOut:
+        return VideoOut(
+            image=frame.image,
+            pts_90k=index * self.pts_per_frame,
+            index=index,
+            speaking=frame.speaking,
+            format=frame.format,
+        )
+
+    def _start_early(self) -> None:
+        """Early start: a source that is ready (not live, its first audio buffered) and
+        comes while the stream is idle starts at the earliest frame the engine can still
+        render in time, instead of at the input position: ``F + ceil_chunk(E)`` (about 140
+        ms) sooner. That frame's audio, and the silence after it in the delay line, are
+        replaced by the source's; the engine restarts there as after an interruption.
+        Nothing that has left changes, and lips and sound stay together."""
+        feed = self._feed
+        if feed is None and self._queue:
+            feed = self._feed = _Feed(self._queue.popleft(), self._source_budget, self._live_budget)
+        if (
+            feed is None
+            or feed.started
+            or feed.live
+            or not self.config.early_start
+            or self._restart is not None
+            or self._offset is None
+            or self._ends
+            or self._starts
+        ):
+            return
+        frame = self.frame_samples
+        lead = frame + _ceil_to(self.engine_delay_samples, CHUNK_SAMPLES)
+        # the input this tick will have reached: frame ``start / F`` is ready with it
+        reached = self._captured + CHUNK_SAMPLES
+        start = max((reached - lead) // frame, self._next_frame) * frame
+        gap = self._captured - start
+        if start < self._sound_end or gap <= 0 or feed.buffered <= gap:
+            return  # not idle long enough, or not ready yet: it starts at the input position
+        pcm = feed.take(gap)
+        feed.started = True
+        feed.playback.start_pts = start
+        self._starts.append((start, feed.playback))
+        self._delay_line = deque(
+            chunk
+            if chunk.pts < start
+            else AudioChunk(pcm[chunk.pts - start : chunk.end - start], OUTPUT_RATE, chunk.pts)
+            for chunk in self._delay_line
+        )
+        for index in [index for index in self._frames if index * frame >= start]:
+            del self._frames[index]
+        self._epoch += 1
+        self._keep_before = start // frame
+        self._pending.clear()
+        self._restart = (start // frame, pcm)
 
     def _next_input(self) -> np.ndarray:
         """The input chunk: the playing source's audio, silence where there is none."""
@@ -883,6 +963,7 @@ class AvatarStream:
                     self._starts.append((self._captured + filled, feed.playback))
                 out[filled : filled + len(piece)] = piece
                 filled += len(piece)
+                self._sound_end = self._captured + filled
             if feed.finished:
                 self._ends.append((self._captured + filled, feed.playback, feed.error))
                 feed.stop()

@@ -134,6 +134,8 @@ def test_tokens_limits_say_and_interrupt(shipped_backends: ShippedBackends) -> N
         assert reply["restAt"] % 1920 == 0
         # nothing more is spoken: no sentence starts, no word from the rest point on
         assert not [m for m in after if m.get("event") == "speech started"], after
+        # a controller gets each start / end once: as an event, not also as a page's segment
+        assert not [m for m in after if m["type"] == "segment"], after
         late = [m for m in after if m.get("event") == "word" and m["pts"] >= reply["restAt"]]
         assert not late, after
         assert status["queuedSentences"] == 0 and not status["speaking"]

@@ -334,3 +334,52 @@ def test_run_on_engine_after_close_is_refused() -> None:
             await stream.run_on_engine(lambda engine: None)
 
     asyncio.run(main())
+
+
+def test_a_ready_source_starts_early_when_idle() -> None:
+    tone = _tone(0.6, OUTPUT_RATE)
+
+    async def body(stream: AvatarStream, clock: VirtualClock, recorder: Recorder) -> None:
+        await recorder.until(lambda r: len(r.frames) >= 30)
+        said_at, input_at = clock.now(), stream.position
+        one = stream.say(ArraySource(tone, OUTPUT_RATE, name="one"))
+        two = stream.say(ArraySource(tone, OUTPUT_RATE, name="two"))  # queued: no early start
+        end_one, end_two = await one.wait(), await two.wait()
+        assert one.start_pts is not None and two.start_pts is not None
+        # it starts in the idle past of the input: the frame the engine can still render in
+        # time, so it is heard about F + E sooner than from the input position on
+        assert one.start_pts % F == 0 and one.start_pts < input_at - F
+        heard_at = (one.start_pts + stream.delay_samples) / OUTPUT_RATE
+        budget = stream.render_budget_samples / OUTPUT_RATE
+        assert heard_at - said_at <= budget + CHUNK_SAMPLES / OUTPUT_RATE + 1e-9
+        assert 0 <= two.start_pts - end_one.pts <= CHUNK_SAMPLES  # after it, not early
+        await recorder.until(lambda r: len(r.events) == 4)
+        pcm = recorder.pcm
+        np.testing.assert_array_equal(pcm[one.start_pts : end_one.pts], tone)
+        np.testing.assert_array_equal(pcm[two.start_pts : end_two.pts], tone)
+        assert not pcm[: one.start_pts].any()
+        _assert_contiguous(recorder)
+        # lips with the sound: the first speaking frame is the one holding the first sample,
+        # and no frame was lost to the restart
+        speaking = [frame.index for frame in recorder.frames if frame.speaking > 0]
+        assert speaking[0] == one.start_pts // F
+        indices = [frame.index for frame in recorder.frames]
+        assert indices == list(range(indices[0], indices[-1] + 1))
+        assert stream.stats.frames_dropped == 0
+        for received, event in recorder.events[:1]:
+            assert received == pytest.approx(heard_at)
+
+    _run(body)
+
+
+def test_early_start_can_be_switched_off() -> None:
+    tone = _tone(0.3, OUTPUT_RATE)
+
+    async def body(stream: AvatarStream, clock: VirtualClock, recorder: Recorder) -> None:
+        await recorder.until(lambda r: len(r.frames) >= 30)
+        input_at = stream.position
+        one = stream.say(ArraySource(tone, OUTPUT_RATE))
+        await one.wait()
+        assert one.start_pts is not None and one.start_pts >= input_at
+
+    _run(body, config=StreamConfig(early_start=False))
