@@ -74,6 +74,8 @@ class AvatarSession:
             EngineProcess,
             EngineRecipe,
             build_engine,
+        )
+        from presenter.engine_process import (
             render_budget_ms as budget_for,
         )
 
@@ -159,7 +161,9 @@ class AvatarSession:
         return self.stream.interrupt()
 
     # -- output -----------------------------------------------------------------------------
-    async def output(self, *, video: bool = True, audio: bool = True) -> AsyncIterator[SessionOutput]:
+    async def output(
+        self, *, video: bool = True, audio: bool = True
+    ) -> AsyncIterator[SessionOutput]:
         """Frames, audio chunks and segment events as the stream releases them, until the
         session closes. Each call is a consumer of its own (from now on)."""
         subscription = self.stream.subscribe(audio=audio, video=video)
