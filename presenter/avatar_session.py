@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
@@ -106,8 +106,8 @@ class AvatarSession:
         await self.stream.close()
         if self._owns_engine:
             close = getattr(self.engine, "close", None)
-            if callable(close):
-                close()
+            if callable(close):  # an engine process may take seconds to end: off the loop
+                await asyncio.to_thread(close)
 
     async def __aenter__(self) -> AvatarSession:
         await self.start()
@@ -131,9 +131,10 @@ class AvatarSession:
         """Pushed audio is queued or still to be heard."""
         return self.stream.busy
 
-    def push_audio(self, pcm: np.ndarray, sample_rate: int, *, channels: int = 1) -> None:
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, *, channels: int = 1) -> Playback:
         """Speech to say: int16 or float PCM (interleaved when ``channels`` > 1), any rate.
-        Appends to the open segment, or opens one."""
+        Appends to the open segment, or opens one; returns the segment's playback (its
+        ``id`` is the ``segment`` of its start and end events)."""
         if self._source is None:
             self._segments += 1
             source = PushedAudioSource(f"{self.name}-{self._segments}")
@@ -141,6 +142,7 @@ class AvatarSession:
             self._playbacks.append(self.stream.say(source))
             self._source = source
         self._source.push(pcm, sample_rate, channels=channels)
+        return self._playbacks[-1]
 
     def end_segment(self) -> Playback | None:
         """The open segment is complete (it plays to its end); the next push opens another.
@@ -162,18 +164,26 @@ class AvatarSession:
 
     # -- output -----------------------------------------------------------------------------
     async def output(
-        self, *, video: bool = True, audio: bool = True
-    ) -> AsyncIterator[SessionOutput]:
+        self, *, video: bool = True, audio: bool = True, lossy: bool = False
+    ) -> AsyncGenerator[SessionOutput, None]:
         """Frames, audio chunks and segment events as the stream releases them, until the
-        session closes. Each call is a consumer of its own (from now on)."""
-        subscription = self.stream.subscribe(audio=audio, video=video)
-        queue: asyncio.Queue[SessionOutput | None] = asyncio.Queue()
+        session closes (an async generator: close it, e.g. with ``contextlib.aclosing``, when
+        done). Each call is a consumer of its own, from now on. Within one release an audio
+        chunk and the events at its samples may come in either order; match them by pts.
+
+        A consumer that falls behind loses its oldest video frames; ``lossy=False`` (audio
+        never dropped): more than 2 s of audio behind ends the iteration; ``lossy=True``: the
+        oldest audio is dropped instead (for a consumer that may stop reading for a while)."""
+        subscription = self.stream.subscribe(audio=audio, video=video, lossy=lossy)
+        # small: a consumer that does not keep up makes the subscription's own queues fill,
+        # which drop the oldest video (and end it when its audio is 2 s behind)
+        queue: asyncio.Queue[SessionOutput | None] = asyncio.Queue(maxsize=4)
 
         async def pump(next_item: Any) -> None:
             with contextlib.suppress(StreamClosed):
                 while True:
-                    queue.put_nowait(await next_item())
-            queue.put_nowait(None)
+                    await queue.put(await next_item())
+            await queue.put(None)
 
         loop = asyncio.get_running_loop()
         pumps = [loop.create_task(pump(subscription.next_event))]

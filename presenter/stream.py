@@ -255,11 +255,12 @@ class Subscription:
         events: int = 256,
         audio: bool = True,
         video: bool = True,
+        lossy: bool = False,
     ) -> None:
         self._detach = detach
         self.wants_audio = audio
         self.wants_video = video
-        self._audio: _Channel[AudioChunk] = _Channel(audio_chunks, drop_oldest=False)
+        self._audio: _Channel[AudioChunk] = _Channel(audio_chunks, drop_oldest=lossy)
         self._video: _Channel[VideoOut] = _Channel(video_frames, drop_oldest=True)
         self._events: _Channel[SegmentEvent] = _Channel(events, drop_oldest=True)
         self.closed = False
@@ -626,9 +627,11 @@ class AvatarStream:
         audio_queue_ms: float | None = None,
         audio: bool = True,
         video: bool = True,
+        lossy: bool = False,
     ) -> Subscription:
         """A new consumer; it gets what is released from now on (``audio`` / ``video``
-        False: none of that kind; events always)."""
+        False: none of that kind; events always). ``lossy``: beyond its audio budget it
+        loses its oldest audio instead of being closed."""
         if self._closed:
             raise StreamClosed(self._failure or "the stream is closed")
         frames = self._video_frames
@@ -638,7 +641,12 @@ class AvatarStream:
         if audio_queue_ms is not None:
             chunks = max(2, math.ceil(audio_queue_ms * OUTPUT_RATE / 1000 / CHUNK_SAMPLES))
         subscription = Subscription(
-            self._detach, video_frames=frames, audio_chunks=chunks, audio=audio, video=video
+            self._detach,
+            video_frames=frames,
+            audio_chunks=chunks,
+            audio=audio,
+            video=video,
+            lossy=lossy,
         )
         self._subscribers.append(subscription)
         return subscription
@@ -916,9 +924,12 @@ class AvatarStream:
             return
         frame = self.frame_samples
         lead = frame + _ceil_to(self.engine_delay_samples, CHUNK_SAMPLES)
-        # the input this tick will have reached: frame ``start / F`` is ready with it
+        # the input this tick will have reached: frame ``start / F`` is ready with it; and
+        # every frame before it must be renderable from what the engine was already given
+        # (the input not handed to it yet is replaced)
         reached = self._captured + CHUNK_SAMPLES
-        start = max((reached - lead) // frame, self._next_frame) * frame
+        latest = min(reached - lead, self._pushed - self.engine_delay_samples)
+        start = max(latest // frame, self._next_frame) * frame
         gap = self._captured - start
         if start < self._sound_end or gap <= 0 or feed.buffered <= gap:
             return  # not idle long enough, or not ready yet: it starts at the input position
