@@ -119,6 +119,17 @@ def mel_filterbank(config: MelConfig) -> np.ndarray:
     return weights
 
 
+def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
+    """PCM samples as float32 in [-1, 1]: int16 is scaled, float is kept (any shape).
+    Raises ``ValueError`` for other sample types."""
+    samples = np.asarray(pcm)
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) / np.float32(32768.0)
+    if samples.dtype.kind == "f":
+        return samples.astype(np.float32, copy=False)
+    raise ValueError(f"audio must be int16 or float PCM, got {samples.dtype}")
+
+
 def _hann(length: int) -> np.ndarray:
     """Periodic Hann window: its peak (index length / 2) is the frame centre."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.audio import MelConfig
+from engine.audio import MelConfig, pcm_to_float
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import GeneratorBackend, MotionBackend, create_backend, input_shapes
@@ -223,15 +223,12 @@ class AvatarEngine:
     # -- input ----------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Mono PCM (float in [-1, 1] or int16) at any rate; any chunk size."""
-        samples = np.asarray(pcm)
-        if samples.ndim != 1:
-            raise PresenterError(f"audio must be mono (1-D), got shape {samples.shape}")
-        if samples.dtype == np.int16:
-            samples = samples.astype(np.float32) / 32768.0
-        elif samples.dtype.kind == "f":
-            samples = samples.astype(np.float32, copy=False)
-        else:
-            raise PresenterError(f"audio must be float or int16 PCM, got {samples.dtype}")
+        if np.ndim(pcm) != 1:
+            raise PresenterError(f"audio must be mono (1-D), got shape {np.shape(pcm)}")
+        try:
+            samples = pcm_to_float(pcm)
+        except ValueError as exc:
+            raise PresenterError(str(exc)) from exc
         if not np.all(np.isfinite(samples)):
             raise PresenterError("audio contains NaN or infinite samples")
         if self._resampler is None or self._resampler.rate_in != sample_rate:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.audio import pcm_to_float
 from presenter.media import CHUNK_MS
 from presenter.sources.base import WholeSignalSource
 
@@ -20,10 +21,7 @@ class ArraySource(WholeSignalSource):
         chunk_ms: float = CHUNK_MS,
         live: bool = False,
     ) -> None:
-        samples = np.asarray(audio)
-        if samples.dtype == np.int16:
-            samples = samples.astype(np.float32) / 32768.0
-        self.audio = np.asarray(samples, dtype=np.float32)
+        self.audio = pcm_to_float(audio)
         if self.audio.ndim != 1:
             raise ValueError(f"audio must be mono (1-D), got shape {self.audio.shape}")
         if sample_rate <= 0:

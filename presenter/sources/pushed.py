@@ -15,18 +15,13 @@ from typing import Self
 
 import numpy as np
 
+from engine.audio import pcm_to_float
 from presenter.media import AudioChunk
 
 
 def as_float_mono(pcm: np.ndarray, channels: int = 1) -> np.ndarray:
     """``pcm`` (int16 or float, interleaved when ``channels`` > 1) as mono float32."""
-    samples = np.asarray(pcm)
-    if samples.dtype == np.int16:
-        samples = samples.astype(np.float32) / 32768.0
-    elif samples.dtype.kind == "f":
-        samples = samples.astype(np.float32, copy=False)
-    else:
-        raise ValueError(f"audio must be int16 or float, got {samples.dtype}")
+    samples = pcm_to_float(pcm)
     if channels > 1:
         if samples.size % channels:
             raise ValueError(f"{samples.size} samples are not a whole number of {channels}")
