@@ -101,7 +101,12 @@ def write_speech(path: Path, seconds: float = 11.0, text: str = SPEECH) -> Path:
     audio = np.asarray(utterance.audio, np.float32)
     rate = utterance.sample_rate
     repeats = int(np.ceil(seconds * rate / len(audio)))
-    audio = np.tile(audio, repeats)[: int(seconds * rate)]
+    return write_wav(path, np.tile(audio, repeats)[: int(seconds * rate)], rate)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """Mono float audio in [-1, 1] as a 16-bit WAV file (what Chromium's fake microphone
+    plays)."""
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

@@ -138,6 +138,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--text", default=None, help="what the tts source says")
     serve.add_argument(
+        "--barge-in",
+        action="store_true",
+        help="the pages send their microphones (echo-cancelled) and a viewer who starts "
+        "speaking while the presenter speaks interrupts it (tts and none sources)",
+    )
+    serve.add_argument(
         "--voice",
         default="en-us",
         help="voice of the tts source and of say: an espeak-ng voice (en-us, en-gb+f3, ...) or "
@@ -299,6 +305,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.turn is not None:
         servers.append(IceServer((args.turn,), args.turn_user, args.turn_password))
     source = SourceSpec.parse(args.source)
+    PresenterConfig(source=source, barge_in=args.barge_in)  # fails now, not after the engine
     budget = None if args.render_budget == "auto" else _positive_ms(args.render_budget)
     from engine.speech.voices import VoiceBook
 
@@ -322,6 +329,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             video_bitrate=args.bitrate * 1000,
             max_viewers=args.max_viewers,
             stream=StreamConfig(stamp=args.stamp, render_budget_ms=budget),
+            barge_in=args.barge_in,
         )
         asyncio.run(
             _serve(

@@ -17,6 +17,10 @@ Where the speech comes from (``PresenterConfig.source``):
   connection: the avatar mirrors that person in real time;
 - ``none``: nothing; the avatar idles until something is queued with ``say``.
 
+Barge-in (``PresenterConfig.barge_in``, with the tts and none sources): the pages send their
+microphones too, and a viewer who starts speaking while the bot speaks interrupts it
+(:mod:`presenter.barge_in`); controllers are told (``barge_in.events()``).
+
 Viewers offer, the presenter answers (``connect``): each gets a track of the shared H.264
 encoder and one of the shared Opus encoder, on one media stream, so the browser lip-syncs
 the two. A viewer costs the server packetizing and sending, not encoding.
@@ -42,6 +46,7 @@ from aiortc import (
 
 from engine.errors import PresenterError
 from engine.speech.voices import VoiceBook
+from presenter.barge_in import BargeIn
 from presenter.bot import PresenterBot
 from presenter.clock import Clock, RealClock
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE
@@ -138,8 +143,14 @@ class PresenterConfig:
     video_bitrate: int = 1_500_000  # H.264 for 512x512 at 25 fps
     max_viewers: int = 16
     stream: StreamConfig = field(default_factory=StreamConfig)
+    barge_in: bool = False  # a viewer speaking over the bot interrupts it (tts, none)
 
     def __post_init__(self) -> None:
+        if self.barge_in and self.source.kind not in ("tts", "none"):
+            raise PresenterError(
+                f"barge-in works with the tts and none sources, not {self.source.kind} (it "
+                "interrupts the bot's speech)"
+            )
         if self.max_viewers <= 0:
             raise PresenterError(f"max_viewers must be positive, got {self.max_viewers}")
         if self.video_bitrate < 100_000:
@@ -186,6 +197,9 @@ class Presenter:
         )
         self.audio_encoder = SharedAudioEncoder(self.stream.subscribe(video=False))
         self.bot = PresenterBot(self.stream, voice=self.config.voice, voices=voices)
+        self.barge_in = (
+            BargeIn(self.bot.interrupt, lambda: self.stream.busy) if self.config.barge_in else None
+        )
         self.viewers: dict[int, Viewer] = {}
         self._numbers = itertools.count(1)
         self._mic_owner: Viewer | None = None
@@ -198,6 +212,8 @@ class Presenter:
         if self._started:
             return
         self._started = True
+        if self.barge_in is not None:
+            await asyncio.to_thread(self.barge_in.check)  # no VAD: one line, before serving
         await self.stream.start()
         await self.encoder.start()
         await self.audio_encoder.start()
@@ -234,6 +250,7 @@ class Presenter:
             "type": "hello",
             "iceServers": [server.for_page() for server in self.config.ice_servers],
             "source": self.config.source.kind,
+            "bargeIn": self.barge_in is not None,
             "stamp": self.config.stream.stamp,
             "fps": stream.fps,
             "sampleRate": OUTPUT_RATE,
@@ -268,6 +285,9 @@ class Presenter:
             "viewers": len(self.viewers),
             "source": str(self.config.source),
             "speaking": self.stream.busy,
+            "bargeIn": self.barge_in is not None,
+            "bargeIns": 0 if self.barge_in is None else self.barge_in.count,
+            "bargeInMicrophones": 0 if self.barge_in is None else self.barge_in.listening,
             "delayMs": round(self.stream.delay_seconds * 1000, 1),
             "framesEmitted": stats.frames_emitted,
             "framesDropped": stats.frames_dropped,
@@ -297,7 +317,8 @@ class Presenter:
     # -- viewers ----------------------------------------------------------------------------
     async def connect(self, offer_sdp: str, *, microphone: bool = False) -> tuple[Viewer, str]:
         """A viewer's SDP offer -> (the viewer, the answer SDP). With ``microphone`` and the
-        browser-mic source, the viewer's audio track becomes the avatar's voice."""
+        browser-mic source, the viewer's audio track becomes the avatar's voice; with
+        barge-in, it is listened to for speech that interrupts the bot."""
         if self._closed:
             raise PresenterError("the presenter is shutting down")
         if len(self.viewers) >= self.config.max_viewers:
@@ -351,7 +372,17 @@ class Presenter:
             self._spawn(self.disconnect(viewer))
 
     def _on_track(self, viewer: Viewer, track: Any, microphone: bool) -> None:
-        if track.kind != "audio" or not microphone or self.config.source.kind != "browser-mic":
+        if track.kind != "audio" or not microphone:
+            return
+        if self.barge_in is not None:
+            if viewer.microphone is not None:
+                viewer.microphone.close()
+            listened = BrowserMicSource(track, name=f"barge-in:{viewer.id}")
+            viewer.microphone = listened
+            self._spawn(self.barge_in.listen(viewer.id, listened))
+            log.info("viewer %d: listening to its microphone for barge-in", viewer.id)
+            return
+        if self.config.source.kind != "browser-mic":
             return
         previous = self._mic_owner
         if previous is not None and previous.microphone is not None:

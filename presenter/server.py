@@ -4,13 +4,15 @@ Routes
 ------
 - ``GET /``: the viewer (``web/index.html``); ``GET /web/<file>``: its scripts and styles.
 - ``GET /ws``: a websocket per page. The server sends ``hello`` (ICE servers, source,
-  timing constants, the stamp layout when stamping), then a ``clock`` message every second
-  (stream samples -> wall clock, for glass-to-glass measurement) and ``segment`` events
+  ``bargeIn`` (the page then sends its microphone), timing constants, the stamp layout
+  when stamping), then a ``clock`` message every second (stream samples -> wall clock,
+  for glass-to-glass measurement) and ``segment`` events
   (speech started / ended, with the stream sample at which they are heard). The page sends
   ``offer`` (SDP, non-trickle) and gets ``answer``; a new offer replaces the page's viewer.
   A malformed or unknown message gets one ``error`` line back; the page, the other pages
   and the stream go on.
-- ``GET /status``: JSON: viewers, source, frames emitted, dropped and encoded.
+- ``GET /status``: JSON: viewers, source, whether barge-in is on (barge-ins so far,
+  microphones listened to), frames emitted, dropped and encoded.
 - Control (``presenter.bot``), every call with ``Authorization: Bearer TOKEN``:
   ``POST /api/say`` ``{"text", "voice"?, "rate"?}`` -> ``{"utterance": id}``,
   ``POST /api/interrupt`` -> ``{"restAt": sample}``, ``POST /api/style`` ``{}`` |
@@ -19,7 +21,9 @@ Routes
   ``set_style`` with ``"style"``, ``status``) once the page sent
   ``{"type": "auth", "token": ...}`` (or its upgrade request carried the header); an
   authorised websocket gets the speech events (``{"type": "event", ...}``: started, word,
-  ended, interrupted, with utterance and sentence) instead of ``segment`` messages. A call
+  ended, interrupted, with utterance and sentence) instead of ``segment`` messages, and with
+  ``serve --barge-in`` each barge-in (``"event": "barge-in"``, the viewer, the ``pts`` the
+  avatar is at rest from). A call
   without the token gets 401, with a wrong one 403, over a limit 400 (or 413 for a body over
   256 kB), each with a one-line ``error``; the stream goes on.
 - Websockets from another origin than the page's (``Origin`` header) are refused (403)
@@ -39,6 +43,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -347,8 +352,14 @@ class _PageSession:
             self._control_events = loop.create_task(self._forward_control_events())
 
     async def _forward_control_events(self) -> None:
-        async for event in self.presenter.bot.events():
-            await self._send(event)
+        async def forward(events: AsyncIterator[dict[str, Any]]) -> None:
+            async for event in events:
+                await self._send(event)
+
+        streams = [self.presenter.bot.events()]
+        if self.presenter.barge_in is not None:
+            streams.append(self.presenter.barge_in.events())
+        await asyncio.gather(*(forward(events) for events in streams))
 
     async def _offer(self, message: dict[str, Any]) -> None:
         sdp = message.get("sdp")

@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from benchmarks.live_harness import (
     stamped_figures,
     wait_connected,
     write_speech,
+    write_wav,
 )
 
 pytestmark = [
@@ -195,3 +198,131 @@ def test_say_and_interrupt_through_the_command_line(tmp_path: Path) -> None:
         status = server.status()
     assert activity != "speaking" and not status["speaking"], (activity, status)
     assert later - quiet < 1e-4, (quiet, later)  # silence: the second sentence never came
+
+
+@contextmanager
+def _controller(server: Any) -> Iterator[Any]:
+    """A control websocket (the server's token), authorised: it gets the bot's events."""
+    from websockets.sync.client import connect
+
+    with connect(server.url.replace("http", "ws", 1) + "ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": server.token}))
+        _until(ws, lambda m: m.get("type") == "auth", 10.0)
+        yield ws
+
+
+def _until(ws: Any, done: Any, seconds: float) -> list[tuple[float, dict[str, Any]]]:
+    """Messages (with their arrival time) until one satisfies ``done`` or ``seconds`` pass."""
+    received: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            break
+        received.append((time.monotonic(), message))
+        if done(message):
+            break
+    return received
+
+
+def test_the_viewer_barges_in_on_the_presenter(tmp_path: Path, test_output: Path) -> None:
+    """serve --barge-in: the bot says a long text; the viewer's microphone (Chromium's fake
+    one: silence, then speech) interrupts it, the page goes quiet and idle. Then a viewer
+    whose microphone is silent hears a short text to its natural end.
+
+    The silence is 9 s: the page's echo canceller (Chromium's AEC3) mutes the microphone
+    while the far end speaks until it has decided that there is no echo to cancel (the fake
+    microphone has none). Measured: nothing got through for the first ~6.3 s of the bot's
+    speech (with echoCancellation off, speech 3 s in did)."""
+    import numpy as np
+
+    from engine.speech.espeak import EspeakVoice
+
+    utterance = EspeakVoice().synthesize("Excuse me, can I ask you something about that?")
+    rate = utterance.sample_rate
+    silence_s = 9.0
+    speech = np.concatenate([np.zeros(int(silence_s * rate)), utterance.audio])
+    speaking_mic = write_wav(tmp_path / "speaking.wav", speech, rate)
+    silent_mic = write_wav(tmp_path / "silent.wav", np.zeros(6 * rate), rate)
+    long_text = f"{SPEECH} {SPEECH}"  # six sentences, about 22 s
+    short_text = "Here is a short one. It ends by itself."
+
+    def events(received: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict]]:
+        return [(t, m) for t, m in received if m.get("type") == "event"]
+
+    with live_server(["--source", "none", "--barge-in"], tmp_path / "serve.log") as server:
+        assert server.status()["bargeIn"] is True
+        # 1: the viewer speaks over the bot
+        with (
+            chromium(fake_microphone_args(str(speaking_mic))) as browser,
+            _controller(server) as ws,
+        ):
+            page = open_viewer(browser, server.url)
+            clicked = time.monotonic()  # the fake microphone starts after this
+            click_start(page)
+            wait_connected(page)
+            ws.send(json.dumps({"type": "say", "text": long_text}))
+            said = time.monotonic()
+            received = _until(ws, lambda m: m.get("event") == "interrupted", 25.0)
+            listening = server.status()["bargeInMicrophones"]
+            page.wait_for_function("window.viewer.stats().activity !== 'speaking'", timeout=5000)
+            time.sleep(0.6)  # what was already on its way: the stream delay, the jitter buffer
+            quiet = _audio_energy(page)
+            time.sleep(2.0)
+            later = _audio_energy(page)
+            activity = page.evaluate("window.viewer.stats().activity")
+            errors = list(page.errors)
+        first = events(received)
+        status = server.status()
+        # 2: a silent microphone: the bot says its text to the end
+        with chromium(fake_microphone_args(str(silent_mic))) as browser, _controller(server) as ws:
+            page = open_viewer(browser, server.url)
+            click_start(page)
+            wait_connected(page)
+            ws.send(json.dumps({"type": "say", "text": short_text}))
+            control = events(
+                _until(
+                    ws,
+                    lambda m: (
+                        m.get("event") in ("interrupted", "barge-in")
+                        or (m.get("event") == "speech ended" and m.get("sentence") == 1)
+                    ),
+                    20.0,
+                )
+            )
+            control_listening = server.status()["bargeInMicrophones"]
+            errors += list(page.errors)
+        final = server.status()
+
+    names = [m["event"] for _, m in first]
+    barge = next(((t, m) for t, m in first if m["event"] == "barge-in"), None)
+    figures = {
+        "events": [[round(t - clicked, 2), m["event"], m.get("pts")] for t, m in first],
+        "said_after_click_s": round(said - clicked, 2),
+        "barge_in_after_click_s": None if barge is None else round(barge[0] - clicked, 2),
+        "control_events": [m["event"] for _, m in control],
+        "server": final,
+    }
+    _save(test_output, "barge_in", figures)
+    assert not errors, errors
+    assert barge is not None, figures
+    barge_at, message = barge
+    assert message["viewer"] >= 1 and 200 <= message["latencyMs"] <= 320, message
+    # after the microphone's speech started (the microphone starts after the click), at its
+    # first utterance (not the next time round the file), while the bot spoke: it had
+    # started, and was far from its natural end (about 22 s)
+    assert silence_s <= barge_at - clicked <= silence_s + 4.0, figures
+    assert names.index("speech started") < names.index("barge-in"), names
+    interrupted = [m for _, m in first if m["event"] == "interrupted"]
+    assert interrupted and interrupted[0]["pts"] == message["pts"], figures
+    assert names.count("speech started") < 6, names
+    assert listening == 1 and status["bargeIns"] == 1 and not status["speaking"], status
+    assert activity != "speaking", activity
+    assert later - quiet < 1e-4, (quiet, later)  # nothing stale was spoken afterwards
+    # the control: the silent microphone was listened to, and the text ended by itself
+    assert control_listening == 1, final
+    control_names = [m["event"] for _, m in control]
+    assert "barge-in" not in control_names and "interrupted" not in control_names, control_names
+    assert control_names.count("speech ended") == 2, control_names
+    assert final["bargeIns"] == 1, final

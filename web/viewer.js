@@ -3,8 +3,10 @@
  *
  * One WebSocket (/ws) carries signalling plus the server's clock and segment messages; one
  * RTCPeerConnection receives H.264 video and Opus audio (and sends the microphone when the
- * server's source is "browser-mic"). Both remote tracks play from ONE MediaStream in ONE
- * <video> element, so the browser lip-syncs them.
+ * server's source is "browser-mic", or with barge-in: the server listens for the viewer
+ * speaking over the presenter; echo cancellation keeps the avatar's own voice out). Both
+ * remote tracks play from ONE MediaStream in ONE <video> element, so the browser lip-syncs
+ * them.
  *
  * When the server stamps its stream, the page also measures it: each presented frame's index
  * is read from the pixel stamp (requestVideoFrameCallback), each audio click is timed by an
@@ -329,6 +331,7 @@ function readHello(msg) {
   return {
     iceServers: Array.isArray(msg.iceServers) ? msg.iceServers : [],
     source: msg.source ?? 'tts',
+    bargeIn: Boolean(msg.bargeIn),
     stamp: Boolean(msg.stamp),
     fps: msg.fps || 25,
     delayMs: msg.delayMs ?? null,
@@ -343,7 +346,8 @@ function readHello(msg) {
 
 async function negotiate(s) {
   const { hello } = s;
-  const mic = hello.source === 'browser-mic' ? await microphone() : null;
+  const wantsMic = hello.source === 'browser-mic' || hello.bargeIn;
+  const mic = wantsMic ? await microphone() : null; // null: receive-only
   if (!alive(s)) return;
   const pc = new RTCPeerConnection({ iceServers: hello.iceServers });
   s.pc = pc;
