@@ -6,7 +6,9 @@ headless Chromium viewer on this machine, then N times: sends ``say`` with a one
 text over the control websocket, takes the ``speech started`` event's stream sample (the
 first sample of the speech), and finds in the page's presented frames (stamped frame
 indices read back in ``requestVideoFrameCallback``) when the frame holding that sample was
-displayed. Reported per say and as p50 / p95, with the split:
+displayed. Reported per say and as p50 / p95, with the split below; then the same again
+with ``serve --no-early-start`` (the sentence starts at the input position, D after the
+call), back to back in the same run:
 
 - ``server_ms``: say sent -> the first speech sample leaves the server's stream (its
   ``speech started`` event is sent at that moment): synthesis, the wait for the next 20 ms
@@ -68,10 +70,11 @@ def _display_epoch_ms(page: Any, index: int, timeout: float = 10.0) -> float:
     raise AssertionError(f"frame {index} was never displayed")
 
 
-def measure(says: int, voice: str | None, log: Path) -> dict[str, Any]:
+def measure(says: int, voice: str | None, log: Path, early_start: bool = True) -> dict[str, Any]:
     rows: list[dict[str, float]] = []  # one per say
+    flags = ["--source", "none", "--stamp"] + ([] if early_start else ["--no-early-start"])
     with (
-        live_server(["--source", "none", "--stamp"], log) as server,
+        live_server(flags, log) as server,
         chromium() as browser,
     ):
         page = open_viewer(browser, server.url)
@@ -121,7 +124,6 @@ def measure(says: int, voice: str | None, log: Path) -> dict[str, Any]:
         "server_ms": summary("server_ms"),
         "viewer_ms": summary("viewer_ms"),
         "rows": [{key: round(value, 1) for key, value in row.items()} for row in rows],
-        "goal_ms": 300,
     }
 
 
@@ -131,14 +133,20 @@ def main() -> None:
     parser.add_argument("--voice", default=None, help="the voice (default: the server's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "say_latency.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        result = measure(args.says, args.voice, Path(folder) / "serve.log")
-    result["command"] = "python -m benchmarks.say_latency" + (
-        f" --says {args.says}" + (f" --voice {args.voice}" if args.voice else "")
-    )
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks.say_latency"
+        + f" --says {args.says}"
+        + (f" --voice {args.voice}" if args.voice else ""),
+        "goal_ms": 300,
+    }
+    # the same run, back to back: with the stream's early start, and without it
+    for key, early in (("early_start", True), ("no_early_start", False)):
+        with tempfile.TemporaryDirectory() as folder:
+            result[key] = measure(args.says, args.voice, Path(folder) / "serve.log", early)
+        brief = {k: v for k, v in result[key].items() if k != "rows"}
+        print(key, json.dumps(brief), flush=True)  # noqa: T201
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))  # noqa: T201
 
 
 if __name__ == "__main__":
