@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, overload
 
 import cv2
@@ -66,20 +66,31 @@ STAGES = ("features", "motion", "geometry", "generator", "compositing", "colour"
 
 
 class StageTimes:
-    """Wall time spent per pipeline stage (seconds) and frames rendered, since ``clear()``."""
+    """Wall time spent per pipeline stage (seconds) and frames rendered, since ``clear()``;
+    and the time spent since the last ``take_ms()`` (what one ``pull()`` hands its frames)."""
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.frames = 0
+        self._pending = dict.fromkeys(STAGES, 0.0)
 
     def clear(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.frames = 0
+        self._pending = dict.fromkeys(STAGES, 0.0)
 
     def add(self, stage: str, began: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] += now - began
+        self._pending[stage] += now - began
         return now
+
+    def take_ms(self, frames: int) -> dict[str, float]:
+        """The time spent per stage since the last call, in ms per frame of ``frames`` (they
+        share it); counting starts over."""
+        pending, self._pending = self._pending, dict.fromkeys(STAGES, 0.0)
+        share = 1000.0 / max(frames, 1)
+        return {stage: value * share for stage, value in pending.items()}
 
     def ms_per_frame(self) -> dict[str, float]:
         frames = max(self.frames, 1)
@@ -111,6 +122,9 @@ class RenderedFrame:
     image: np.ndarray  # (H, W, 3) uint8 RGB, or (H * 3 / 2, W) uint8 yuv420p (I420)
     speaking: float  # the silence gate's weight: 0 at rest, 1 speaking
     format: OutputFormat = "rgb24"
+    # ms per stage (STAGES) of the pull() that rendered it, shared by that pull's frames
+    # (the features of the audio pushed since the pull before included); empty: not measured
+    stages_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -220,6 +234,12 @@ class AvatarEngine:
     def frame_size(self) -> tuple[int, int]:
         return self.avatar.frame_size
 
+    @property
+    def loop_frames(self) -> int:
+        """Frames after which an idle stream repeats itself: the avatar's loop, forth and
+        back."""
+        return max(1, 2 * self.avatar.num_frames - 2)
+
     # -- input ----------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Mono PCM (float in [-1, 1] or int16) at any rate; any chunk size."""
@@ -304,14 +324,18 @@ class AvatarEngine:
 
     # -- output ---------------------------------------------------------------------------
     def pull(self) -> list[RenderedFrame]:
-        """Every frame that is ready, in order."""
+        """Every frame that is ready, in order; each carries this call's stage times per
+        frame (``stages_ms``)."""
         frames: list[RenderedFrame] = []
         while self._windows:
             count = min(self.config.batch, len(self._windows))
             batch = np.stack(self._windows[:count])
             del self._windows[:count]
             frames.extend(self._render(batch))
-        return frames
+        if not frames:
+            return frames
+        stages = self.times.take_ms(len(frames))
+        return [replace(frame, stages_ms=dict(stages)) for frame in frames]
 
     @property
     def frames_ready(self) -> int:
@@ -440,6 +464,7 @@ class AvatarEngine:
             image = self._composite(loop, crop, mask)
             image.flags.writeable = False
             self._idle_images[loop] = image
+        self.times.take_ms(0)  # not the cost of the frames pulled next
         return len(missing)
 
 

@@ -10,7 +10,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from engine.speech.voices import VoiceBook
     from presenter.engine_process import EngineProcess, EngineRecipe
     from presenter.live import PresenterConfig
+    from presenter.prerendered import PrerenderedEngine
+    from presenter.stream import StreamEngine
 
 log = logging.getLogger("presenter")
 
@@ -210,6 +213,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="a page origin (https://example.org) whose websockets are accepted besides the "
         "server's own (repeatable)",
     )
+    serve.add_argument(
+        "--engine",
+        default="model",
+        choices=("model", "prerendered"),
+        help="model: the avatar lip-synced live (default); prerendered: the avatar's idle loop "
+        "rendered once at start and replayed at no cost, no look-ahead (D = 60 ms): the "
+        "transport's own latency, for benchmarks",
+    )
     _add_engine_options(serve, threads_help="threads (default: cores - 1)")
     say = commands.add_parser(
         "say",
@@ -320,11 +331,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     speaker = voices.speaker(args.voice)  # a missing espeak-ng or voice fails now, not later
     if voices.is_piper(args.voice):
         speaker.synthesize("Ready.")  # loads the voice now: its first sentence is not late
-    from presenter.engine_process import EngineProcess, render_budget_ms
+    from presenter.engine_process import render_budget_ms
 
     # The engine runs in a process of its own (see presenter.engine_process); one core is
     # left to the event loop: the encoder, the network, the viewers.
-    with EngineProcess(_recipe(args, spare_cores=1, output="yuv420p")) as engine:
+    with _serve_engine(args) as engine:
         if budget is None:
             budget = render_budget_ms(engine.frame_ms)
             log.info("render budget %.0f ms (a frame took %.1f ms)", budget, engine.frame_ms)
@@ -352,6 +363,28 @@ def _run_serve(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+@contextmanager
+def _serve_engine(args: argparse.Namespace) -> Iterator[EngineProcess | PrerenderedEngine]:
+    """The engine ``serve --engine`` asks for: the model in its process, or its idle loop
+    rendered once by it (the process then ends) and replayed."""
+    from presenter.engine_process import EngineProcess
+
+    recipe = _recipe(args, spare_cores=1, output="yuv420p")
+    if args.engine == "model":
+        with EngineProcess(recipe) as process:
+            yield process
+        return
+    from presenter.prerendered import PrerenderedEngine
+
+    with EngineProcess(recipe) as process:
+        engine = PrerenderedEngine.from_engine(process, process.loop_frames)
+    log.info("pre-rendered engine: %d frames of the idle loop", len(engine.images))
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def _control_call(args: argparse.Namespace, path: str, body: dict[str, object]) -> dict[str, Any]:
@@ -426,7 +459,7 @@ def _positive_ms(text: str) -> float:
 
 
 async def _serve(
-    engine: EngineProcess,
+    engine: StreamEngine,
     config: PresenterConfig,
     voices: VoiceBook,
     host: str,

@@ -12,7 +12,8 @@ from which the server sizes its render budget (:func:`render_budget_ms`).
 :class:`EngineProcess` starts the child (``spawn``), which builds the engine from an
 :class:`EngineRecipe` and then answers calls over a pipe: ``push_audio``, ``pull``,
 ``reset``, ``drop_ready``, ``flush``, ``set_style`` and the ``delay_samples`` /
-``frame_size`` properties.
+``frame_size`` / ``loop_frames`` properties. Frames come back as they were rendered, their
+stage times (``RenderedFrame.stages_ms``, measured in the child) included.
 A call is one round trip (tens of microseconds; a 512x512 I420 frame is 393 kB through the
 pipe). The caller's thread waits on the pipe without holding the interpreter lock. An
 exception in the child is raised in the caller; a child that dies raises
@@ -46,7 +47,7 @@ _ANSWERS = {
         ("call", name)
         for name in ("push_audio", "pull", "reset", "drop_ready", "flush", "set_style")
     ),
-    *(("get", name) for name in ("delay_samples", "frame_size")),
+    *(("get", name) for name in ("delay_samples", "frame_size", "loop_frames")),
 }
 
 
@@ -194,6 +195,11 @@ class EngineProcess:
     def frame_size(self) -> tuple[int, int]:
         height, width = self._request("get", "frame_size")
         return int(height), int(width)
+
+    @property
+    def loop_frames(self) -> int:
+        """See :attr:`engine.facade.AvatarEngine.loop_frames`."""
+        return int(self._request("get", "loop_frames"))
 
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         self._request("call", "push_audio", np.ascontiguousarray(pcm), sample_rate)

@@ -193,7 +193,9 @@ class Presenter:
         self.config = config or PresenterConfig()
         self.stream = AvatarStream(engine, clock=clock or RealClock(), config=self.config.stream)
         self.encoder = SharedVideoEncoder(
-            self.stream.subscribe(audio=False), bitrate=self.config.video_bitrate
+            self.stream.subscribe(audio=False),
+            bitrate=self.config.video_bitrate,
+            trace=self.stream.trace,
         )
         self.audio_encoder = SharedAudioEncoder(self.stream.subscribe(video=False))
         self.bot = PresenterBot(self.stream, voice=self.config.voice, voices=voices)
@@ -293,6 +295,28 @@ class Presenter:
             "framesDropped": stats.frames_dropped,
             "framesEncoded": self.encoder.frames_encoded,
             "keyframes": self.encoder.keyframes,
+            "engine": self.engine_kind,
+        }
+
+    @property
+    def engine_kind(self) -> str:
+        """``model`` (the avatar engine) or what the engine calls itself (``engine_kind``,
+        e.g. ``prerendered``)."""
+        return str(getattr(self.stream.engine, "engine_kind", "model"))
+
+    def trace(self, since: int = -1) -> dict[str, Any]:
+        """The frame trace after frame ``since`` (:meth:`presenter.trace.FrameTrace.frames`)
+        with :meth:`trace_timing`: what ``GET /api/trace`` answers."""
+        trace = self.stream.trace
+        return {"frames": [] if trace is None else trace.frames(since), **self.trace_timing()}
+
+    def trace_timing(self) -> dict[str, Any]:
+        """What a trace is read against: ``delayMs`` (D), ``renderBudgetMs`` (R), the engine."""
+        stream = self.stream
+        return {
+            "delayMs": round(stream.delay_seconds * 1000, 1),
+            "renderBudgetMs": round(stream.render_budget_samples * 1000 / OUTPUT_RATE, 1),
+            "engine": self.engine_kind,
         }
 
     # -- speech -----------------------------------------------------------------------------

@@ -12,12 +12,15 @@ Routes
   A malformed or unknown message gets one ``error`` line back; the page, the other pages
   and the stream go on.
 - ``GET /status``: JSON: viewers, source, whether barge-in is on (barge-ins so far,
-  microphones listened to), frames emitted, dropped and encoded.
+  microphones listened to), frames emitted, dropped and encoded, the engine (``model`` or
+  ``prerendered``).
 - Control (``presenter.bot``), every call with ``Authorization: Bearer TOKEN``:
   ``POST /api/say`` ``{"text", "voice"?, "rate"?}`` -> ``{"utterance": id}``,
   ``POST /api/interrupt`` -> ``{"restAt": sample}``, ``POST /api/style`` ``{}`` |
   ``{"subject"}`` | ``{"code"}`` | ``{"reference"}`` -> ``{"style": name}``,
-  ``GET /api/status``. On the websocket the same as messages (``say``, ``interrupt``,
+  ``GET /api/status``, ``GET /api/trace?since=K`` (the frames after ``K`` of the stream's
+  per-frame trace, :mod:`presenter.trace`, with ``delayMs``, ``renderBudgetMs`` and
+  ``engine``). On the websocket the same as messages (``say``, ``interrupt``,
   ``set_style`` with ``"style"``, ``status``) once the page sent
   ``{"type": "auth", "token": ...}`` (or its upgrade request carried the header); an
   authorised websocket gets the speech events (``{"type": "event", ...}``: started, word,
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 MAX_MESSAGE_BYTES = 256 * 1024  # an SDP offer is a few kB
 CLOCK_INTERVAL_S = 1.0
+TRACE_PIECE = 50  # frames of /api/trace written out at a time
 
 
 def _segment_message(event: SegmentEvent) -> dict[str, Any]:
@@ -118,6 +122,7 @@ class PresenterServer:
         app.router.add_post("/api/interrupt", self._api_interrupt)
         app.router.add_post("/api/style", self._api_style)
         app.router.add_get("/api/status", self._api_status)
+        app.router.add_get("/api/trace", self._api_trace)
         app.router.add_static("/web", self.web_root, show_index=False)
         return app
 
@@ -198,6 +203,29 @@ class PresenterServer:
     async def _api_status(self, request: web.Request) -> web.Response:
         self.authorised(request)
         return web.json_response({**self.presenter.status(), **self.presenter.bot.status()})
+
+    async def _api_trace(self, request: web.Request) -> web.StreamResponse:
+        self.authorised(request)
+        text = request.query.get("since", "-1")
+        try:
+            since = int(text)
+        except ValueError:
+            raise _refuse(400, f"since must be a frame index (an integer), not {text!r}") from None
+        # Up to 3000 frames take tens of ms to write out: a piece at a time, so that the event
+        # loop (the stream's clock, the encoders, the viewers) is never held up for long.
+        trace = self.presenter.stream.trace
+        rows = trace.select(since) if trace is not None else None
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"frames": [')
+        if rows is not None:
+            for start in range(0, len(rows), TRACE_PIECE):
+                piece = json.dumps(rows.frames(start, start + TRACE_PIECE))[1:-1]
+                await response.write(("," if start else "").encode() + piece.encode())
+                await asyncio.sleep(0)
+        await response.write(b"], " + json.dumps(self.presenter.trace_timing())[1:].encode())
+        await response.write_eof()
+        return response
 
     def _same_origin(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")

@@ -82,6 +82,15 @@ Consumers
 ``subscribe()`` returns a :class:`Subscription` with bounded queues (a budget in ms): a
 lagging subscriber loses its oldest video frames, never audio; a subscriber more than its
 audio budget behind is closed (``StreamClosed``) rather than fed a stream with holes.
+
+Trace
+-----
+``stream.trace`` (a :class:`~presenter.trace.FrameTrace`, ``StreamConfig.trace_frames``
+frames) records in wall-clock ms when each frame's input was complete (the tick at which the
+input reached ``(k + 1) F + E``, at its scheduled time), when the engine call that rendered
+it was handed to the worker and returned (with the engine's stage times), and when it was
+released or dropped; the shared video encoder and the viewers' tracks add when it was encoded
+and sent. Released on time, ``released - input = R`` (plus the lateness of the release tick).
 """
 
 from __future__ import annotations
@@ -115,6 +124,7 @@ from presenter.media import (
 )
 from presenter.sources.base import AudioSource
 from presenter.stamp import click_burst, stamp_audio, stamp_video
+from presenter.trace import FrameTrace
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +166,13 @@ class StreamConfig:
     log_interval_s: float = 1.0  # at most one "behind" warning per interval
     stamp: bool = False  # paint frame indices and put 1 s clicks in the audio (presenter.stamp)
     early_start: bool = True  # a ready source starts in the idle past (see "Early start")
+    trace_frames: int = 3000  # frames the per-frame trace keeps (see "Trace"); 0: no trace
 
     def __post_init__(self) -> None:
         if self.render_budget_ms <= 0:
             raise ValueError(f"render_budget_ms must be positive, got {self.render_budget_ms}")
+        if self.trace_frames < 0:
+            raise ValueError(f"trace_frames must be >= 0, got {self.trace_frames}")
         for name in (
             "video_queue_ms",
             "audio_queue_ms",
@@ -468,7 +481,8 @@ class _Job:
     future: asyncio.Future[list[RenderedFrame]]
     epoch: int
     anchor: int | None
-    began: float
+    began: float  # clock time it was handed to the worker
+    submitted_ms: float  # the same, in wall-clock ms (for the trace)
 
 
 # -- the stream -----------------------------------------------------------------------------
@@ -562,6 +576,13 @@ class AvatarStream:
         self._can_drop = callable(getattr(engine, "drop_ready", None))
         self._counts = dict.fromkeys((field.name for field in fields(StreamStats)), 0)
         self._burst = click_burst() if self.config.stamp else None
+        # when each frame passed each stage (presenter.trace); the video encoder adds its own
+        self.trace: FrameTrace | None = (
+            FrameTrace(self.config.trace_frames, pts_per_frame=self.pts_per_frame)
+            if self.config.trace_frames
+            else None
+        )
+        self._traced_input = 0  # the next frame whose input moment is not traced yet
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -764,7 +785,23 @@ class AvatarStream:
         self._delay_line.append(AudioChunk(pcm, OUTPUT_RATE, start))
         self._pending.append(pcm)
         self._captured += CHUNK_SAMPLES
+        self._trace_input()
         self._submit()
+
+    def _trace_input(self) -> None:
+        """Trace: the frames that the input now completes (frame ``k`` needs ``(k + 1) F + E``
+        samples) entered the stream at this tick's time."""
+        trace = self.trace
+        if trace is None:
+            return
+        complete = (self._captured - self.engine_delay_samples) // self.frame_samples
+        if self._traced_input >= complete:
+            return
+        entered = self.input_time(self._captured - 1)
+        at_ms = trace.now_ms() - (self.clock.now() - entered) * 1000.0
+        while self._traced_input < complete:
+            trace.input(self._traced_input, at_ms)
+            self._traced_input += 1
 
     def _submit(self) -> None:
         """Hand the worker what is pending, unless it is busy: it then gets everything that
@@ -811,7 +848,8 @@ class AvatarStream:
         calls, self._calls = self._calls, []
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self._work, ops, render, calls)
-        job = _Job(future, self._epoch, anchor, self.clock.now())
+        submitted_ms = self.trace.now_ms() if self.trace is not None else 0.0
+        job = _Job(future, self._epoch, anchor, self.clock.now(), submitted_ms)
         self._job = job
         self.clock.hold(future)
         future.add_done_callback(lambda _: self._done(job))
@@ -871,26 +909,39 @@ class AvatarStream:
             if job.anchor is not None:
                 self._anchor_index = self._next_render = job.anchor
                 self._offset = None
-            self._take_frames(frames)
+            self._take_frames(frames, job)
         elif self._keep_before is not None and self._offset is not None:
             # made before an early start: its frames before the start are still right
-            self._take_frames(frames, below=self._keep_before)
+            self._take_frames(frames, job, below=self._keep_before)
         self._submit()
 
-    def _take_frames(self, frames: list[RenderedFrame], below: int | None = None) -> None:
+    def _take_frames(
+        self, frames: list[RenderedFrame], job: _Job, below: int | None = None
+    ) -> None:
         for frame in frames:
             if self._offset is None:
                 self._offset = self._anchor_index - frame.index
             index = frame.index + self._offset
             if below is not None:
                 if index < below and index >= self._next_frame:
-                    self._frames[index] = self._video_out(frame, index)
+                    self._keep(frame, index, job)
                 continue
             self._counts["frames_rendered"] += 1
             self._next_render = index + 1
             if index < self._next_frame:
                 continue  # too late: counted as dropped when its time came
-            self._frames[index] = self._video_out(frame, index)
+            self._keep(frame, index, job)
+
+    def _keep(self, frame: RenderedFrame, index: int, job: _Job) -> None:
+        """Frame ``index`` waits for its release."""
+        self._frames[index] = self._video_out(frame, index)
+        if self.trace is not None:
+            self.trace.rendered(
+                index,
+                submitted_ms=job.submitted_ms,
+                stages_ms=frame.stages_ms,
+                speaking=frame.speaking > 0.0,
+            )
 
     def _video_out(self, frame: RenderedFrame, index: int) -> VideoOut:
         return VideoOut(
@@ -994,6 +1045,8 @@ class AvatarStream:
             self._release_events(chunk.end)
         while self._next_frame * self.frame_samples <= position:
             frame = self._frames.pop(self._next_frame, None)
+            if self.trace is not None:
+                self.trace.released(self._next_frame, dropped=frame is None)
             if frame is None:
                 self._counts["frames_dropped"] += 1
                 self._note_drop()

@@ -53,6 +53,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
 from presenter.stream import StreamClosed, Subscription
+from presenter.trace import FrameTrace
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class SharedVideoEncoder(_SharedEncoder):
     ``subscription``: a subscription of the stream, owned (and closed) by the encoder (best
     made with ``audio=False``; any audio it has is drained and discarded). ``start()`` (or
     ``async with``) runs it; ``track()`` makes a viewer's track; ``close()`` ends the tracks.
+    ``trace``: the stream's frame trace, told when each frame is encoded and sent.
     """
 
     kind = "video"
@@ -188,10 +190,12 @@ class SharedVideoEncoder(_SharedEncoder):
         keyframe_interval_s: float = 2.0,
         preset: str = "superfast",
         viewer_queue: int = 8,
+        trace: FrameTrace | None = None,
     ) -> None:
         if bitrate <= 0 or fps <= 0 or keyframe_interval_s <= 0 or viewer_queue <= 0:
             raise ValueError("bitrate, fps, keyframe_interval_s and viewer_queue must be > 0")
         super().__init__(subscription)
+        self.trace = trace
         self.bitrate = bitrate
         self.fps = fps
         self.gop = max(1, round(keyframe_interval_s * fps))
@@ -246,6 +250,8 @@ class SharedVideoEncoder(_SharedEncoder):
             packets = await loop.run_in_executor(self._executor, self._encode, frame, force)
             for packet in packets:
                 self.frames_encoded += 1
+                if self.trace is not None and packet.pts is not None:
+                    self.trace.encoded(packet.pts)
                 if packet.is_keyframe:
                     self.keyframes += 1
                 for viewer in list(self._viewers):
@@ -314,6 +320,13 @@ class EncodedVideoTrack(_PacketTrack):
 
     def request_keyframe(self) -> None:
         self.encoder.request_keyframe()
+
+    async def recv(self) -> av.Packet:
+        packet = await super().recv()
+        trace = self.encoder.trace
+        if trace is not None and packet.pts is not None:
+            trace.sent(packet.pts)  # aiortc's sender packetizes and sends it now
+        return packet
 
     def _offer(self, packet: av.Packet) -> None:
         if self._waiting_keyframe:
