@@ -267,3 +267,34 @@ def presented_figures(page: Any, skip_s: float, window_s: float) -> dict[str, An
     assert samples, "no stats were sampled"
     lo = samples[0][0] + skip_s * 1000
     return {**_stats_window(samples, lo, lo + window_s * 1000), "errors": list(page.errors)}
+
+
+# -- helpers of the latency and sessions benchmarks ------------------------------------------
+
+
+def stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
+    """What the browser decoded, presented, froze and concealed between the page's getStats
+    samples nearest ``lo`` and ``hi`` (performance-clock ms)."""
+    return _stats_window(samples, lo, hi)
+
+
+def machine_cpu_jiffies() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, all cores, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def rss_bytes(pids: Sequence[int]) -> dict[int, int]:
+    """Resident set size of each of ``pids`` still running, from /proc/PID/status (VmRSS)."""
+    sizes: dict[int, int] = {}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes[pid] = int(line.split()[1]) * 1024
+                break
+    return sizes

@@ -1,0 +1,181 @@
+"""The latency benchmark's plumbing (``python -m benchmarks.latency``), not the speed.
+
+The browser test runs the command's own code path, short: one headless Chromium viewer, an
+8 s window, both configurations (the model and the pre-rendered transport-only floor), and
+checks that the JSON has every section with finite, plausible figures and that the plots
+are written. The others check the figures' arithmetic and the message of a server without
+the trace API, without a browser.
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import latency
+from benchmarks.live_harness import LiveServer, chromium_path
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium")
+def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
+    result = latency.run(viewers=1, seconds=8.0, out=tmp_path)
+
+    saved = json.loads((tmp_path / "latency.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    for section in ("command", "date", "machine", "versions", "config", "configurations"):
+        assert saved[section], section
+    assert saved["machine"]["cores"] >= 1 and saved["machine"]["ram_gb"] > 0
+    assert saved["machine"]["cpu_model"]
+    for package in ("python", "torch", "aiortc", "av", "chromium"):
+        assert saved["versions"][package], package
+    assert saved["config"]["viewers"] == 1 and saved["config"]["seconds"] == 8.0
+
+    configurations = saved["configurations"]
+    assert set(configurations) == {"model", "prerendered"}
+    for name, item in configurations.items():
+        assert item["engine"] == name
+        trace = item["trace"]
+        assert trace["frames"] > 100, name  # 25 fps over 8 s
+        # every stage has samples, and the points come in order
+        for stage, _, _ in latency.STAGES:
+            figures = trace["stages_ms"][stage]
+            assert figures["n"] > 0, (name, stage)
+            assert all(_finite(figures[key]) for key in ("p50", "p95", "p99")), (name, stage)
+            assert figures["p50"] <= figures["p95"] <= figures["p99"], (name, stage)
+            assert figures["min"] >= -1.0, (name, stage)  # clocks of one machine
+        since = [trace["since_audio_in_ms"][point]["p50"] for point in latency.CHAIN[1:]]
+        assert all(a <= b + 0.5 for a, b in itertools.pairwise(since)), (name, since)
+        pipeline = trace["pipeline_ms"]["p50"]
+        assert 0 < pipeline < 1000, name
+        assert pipeline >= item["delay_ms"] - 40, name  # held for about the stream delay
+        assert trace["lookahead"]["ms"] >= 0, name
+
+        g2g = item["glass_to_glass_ms"]
+        assert g2g["n"] > 0 and 0 < g2g["p50"] <= g2g["p95"] <= g2g["p99"] < 5000, name
+        assert g2g["p50"] > pipeline - 40, name  # the page shows a frame after it was sent
+
+        (viewer,) = item["viewers"]
+        assert viewer["fps_stamped"] > 0 and viewer["fps_decoded"] > 0, name
+        assert viewer["fps_presented"] > 0, name
+        assert viewer["freezes"] >= 0 and 0 <= viewer["concealed_fraction"] <= 1, name
+        assert viewer["errors"] == [], name
+        av = item["av_offset"]
+        assert av["clicks"] >= 1 and _finite(av["median_ms"]), name
+        assert abs(av["median_ms"]) < 500, name  # a click matched to its own second
+
+        server = item["server"]
+        assert server["cpu_percent"]["total"] > 0, name
+        assert server["rss_mb"]["server"]["max"] > 50, name
+
+    # the model renders; the pre-rendered sequence costs nothing and looks ahead less
+    model, floor = configurations["model"], configurations["prerendered"]
+    assert model["trace"]["engine_stages_ms"]["generator"]["p50"] > 0
+    assert model["trace"]["lookahead"]["ms"] > floor["trace"]["lookahead"]["ms"]
+    assert model["delay_ms"] > floor["delay_ms"]
+
+    for key in ("glass_to_glass_p50", "pipeline_p50"):
+        assert _finite(saved["ratios"][key]) and saved["ratios"][key] > 0, key
+    goals = saved["goals"]
+    assert set(goals) == {
+        "glass_to_glass_p50",
+        "glass_to_glass_p95",
+        "pipeline_vs_transport_only",
+        "av_offset",
+        "av_drift",
+        "fps_one_viewer",
+    }
+    for name, goal in goals.items():
+        assert goal["pass"] in (True, False), name  # every goal evaluated with one viewer
+    assert "extrapolated" in goals["av_drift"]["note"]
+
+    for plot in saved["plots"]:
+        data = (tmp_path / plot).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, plot
+
+
+def test_offset_figures_fit_the_drift() -> None:
+    # 2 ms more per second: 120 ms/min, 1200 ms over 10 min
+    series = [(float(t), 5.0 + 2.0 * t) for t in range(10)]
+    figures = latency.offset_figures(series)
+    assert figures["clicks"] == 10
+    assert figures["slope_ms_per_min"] == pytest.approx(120.0)
+    assert figures["slope_stderr_ms_per_min"] == pytest.approx(0.0, abs=1e-6)
+    assert figures["slope_robust_ms_per_min"] == pytest.approx(120.0)
+    assert figures["first_to_last_ms"] == pytest.approx(18.0)
+    assert figures["drift_10min_ms_extrapolated"] == pytest.approx(1200.0)
+    assert figures["median_ms"] == pytest.approx(14.0)
+    assert latency.offset_figures([])["median_ms"] is None
+
+
+def test_trace_figures_split_each_frame_into_stages() -> None:
+    def frame(index: int, start: float, dropped: bool = False) -> dict[str, Any]:
+        t = {
+            "input": start + 120,
+            "submitted": None if dropped else start + 125,
+            "rendered": None if dropped else start + 175,
+            "released": start + 220,
+            "encoded": start + 230,
+            "sent_first": start + 231,
+            "sent_last": start + 232,
+        }
+        stages = dict.fromkeys(latency.ENGINE_STAGES, None if dropped else 10.0)
+        return {"index": index, "t": t, "stages_ms": stages, "speaking": 1, "dropped": dropped}
+
+    frames = [frame(k, 1000.0 + 40 * k, dropped=k == 3) for k in range(10)]
+    figures, samples = latency.trace_figures(frames, 120.0, 1000.0, 1000.0 + 40 * 8)
+    assert figures["frames"] == 8 and figures["dropped"] == 1
+    stages = figures["stages_ms"]
+    assert [stages[name]["p50"] for name, _, _ in latency.STAGES] == [
+        120.0,
+        5.0,
+        50.0,
+        45.0,
+        10.0,
+        1.0,
+        1.0,
+    ]
+    assert figures["pipeline_ms"]["p50"] == 231.0 and len(samples["pipeline"]) == 7
+    assert figures["engine_stages_ms"]["total"]["p50"] == 50.0
+    assert figures["speaking_fraction"] == 1.0
+
+
+@pytest.fixture
+def no_trace_server() -> Iterator[str]:
+    """An HTTP server that answers 404 to everything (a presenter without /api/trace)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_without_the_trace_api_is_named(no_trace_server: str, tmp_path: Path) -> None:
+    server = LiveServer(no_trace_server, process=None, log=tmp_path / "log", token="x")  # type: ignore[arg-type]
+    with pytest.raises(latency.TraceUnavailable, match="no trace API"):
+        latency.fetch_trace(server, 0)
