@@ -17,32 +17,15 @@ what it drops), so the stream treats it as it treats the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import PresenterError
 from engine.facade import STAGES, OutputFormat, RenderedFrame
 
-
-class _Renderer(Protocol):
-    """What :meth:`PrerenderedEngine.from_engine` needs of the real engine (an
-    ``AvatarEngine`` or an ``EngineProcess``)."""
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    @property
-    def samples_per_frame(self) -> int: ...
-
-    @property
-    def delay_samples(self) -> int: ...
-
-    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None: ...
-
-    def pull(self) -> list[RenderedFrame]: ...
-
-    def reset(self) -> None: ...
+if TYPE_CHECKING:
+    from presenter.stream import StreamEngine
 
 
 class PrerenderedEngine:
@@ -86,7 +69,7 @@ class PrerenderedEngine:
         self._next_index = 0  # index of the next frame handed out
 
     @classmethod
-    def from_engine(cls, engine: _Renderer, frames: int) -> PrerenderedEngine:
+    def from_engine(cls, engine: StreamEngine, frames: int) -> PrerenderedEngine:
         """``frames`` frames of ``engine`` fed silence (its idle loop at rest, in its output
         format), rendered now in one call; ``engine`` is reset before and after."""
         if frames <= 0:
