@@ -32,6 +32,7 @@ from benchmarks.live_harness import (
     chromium,
     click_start,
     live_server,
+    machine_cpu_jiffies,
     open_viewer,
     process_cpu_seconds,
     stamped_figures,
@@ -40,13 +41,6 @@ from benchmarks.live_harness import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH_SECONDS = 15.0  # about what espeak-ng takes for SPEECH at its default rate
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def run(viewers: int, seconds: float, idle: bool) -> dict[str, Any]:
@@ -66,10 +60,18 @@ def run(viewers: int, seconds: float, idle: bool) -> dict[str, Any]:
                 )
             time.sleep(1.0)
             pid = server.process.pid
-            cpu0, machine0, wall0 = process_cpu_seconds(pid), _machine_cpu(), time.monotonic()
+            cpu0, machine0, wall0 = (
+                process_cpu_seconds(pid),
+                machine_cpu_jiffies(),
+                time.monotonic(),
+            )
             status0 = server.status()
             time.sleep(seconds)
-            cpu1, machine1, wall1 = process_cpu_seconds(pid), _machine_cpu(), time.monotonic()
+            cpu1, machine1, wall1 = (
+                process_cpu_seconds(pid),
+                machine_cpu_jiffies(),
+                time.monotonic(),
+            )
             status1 = server.status()
             time.sleep(0.6)  # the last clicks get matched
             figures = [stamped_figures(page, window_s=seconds) for page in pages]

@@ -210,7 +210,7 @@ def wait_connected(page: Any, timeout_s: float = 30) -> None:
     page.wait_for_function("window.viewer.stats().state === 'connected'", timeout=timeout_s * 1000)
 
 
-def _stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
+def stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
     """From the page's getStats samples ([perf ms, values], every 500 ms) nearest ``lo`` and
     ``hi``: what the browser decoded, presented, froze and concealed in between."""
     t0, a = min(samples, key=lambda item: abs(item[0] - lo))
@@ -236,7 +236,7 @@ def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
     first = frames[0][1]
     lo, hi = first + 1000.0, first + 1000.0 + window_s * 1000.0
     shown = {index for index, t in frames if lo <= t < hi}
-    window = _stats_window(data["getStatsSamples"], lo, hi)
+    window = stats_window(data["getStatsSamples"], lo, hi)
     offsets = [offset for sample, offset in data["avOffsets"]]
     g2g = sorted(ms for _, ms in data["glassToGlass"])
     return {
@@ -266,16 +266,10 @@ def presented_figures(page: Any, skip_s: float, window_s: float) -> dict[str, An
     samples = page.evaluate("window.viewer.measurements()")["getStatsSamples"]
     assert samples, "no stats were sampled"
     lo = samples[0][0] + skip_s * 1000
-    return {**_stats_window(samples, lo, lo + window_s * 1000), "errors": list(page.errors)}
+    return {**stats_window(samples, lo, lo + window_s * 1000), "errors": list(page.errors)}
 
 
 # -- helpers of the latency and sessions benchmarks ------------------------------------------
-
-
-def stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
-    """What the browser decoded, presented, froze and concealed between the page's getStats
-    samples nearest ``lo`` and ``hi`` (performance-clock ms)."""
-    return _stats_window(samples, lo, hi)
 
 
 def machine_cpu_jiffies() -> tuple[float, float]:
