@@ -678,11 +678,9 @@ class AvatarStream:
             source.close()
             raise StreamClosed(self._failure or "the stream is closed")
         playback = Playback(next(self._ids), source)
-        if self._feed is None and not self._queue and self.running:
-            # its turn now: start reading it at once (ready sooner for an early start)
-            self._feed = _Feed(playback, self._source_budget, self._live_budget)
-        else:
-            self._queue.append(playback)
+        self._queue.append(playback)
+        if self.running:
+            self._playing()  # if it is its turn, start reading it now (for an early start)
         return playback
 
     play = say
@@ -959,9 +957,7 @@ class AvatarStream:
         ms) sooner. That frame's audio, and the silence after it in the delay line, are
         replaced by the source's; the engine restarts there as after an interruption.
         Nothing that has left changes, and lips and sound stay together."""
-        feed = self._feed
-        if feed is None and self._queue:
-            feed = self._feed = _Feed(self._queue.popleft(), self._source_budget, self._live_budget)
+        feed = self._playing()
         if (
             feed is None
             or feed.started
@@ -1001,18 +997,21 @@ class AvatarStream:
         self._pending.clear()
         self._restart = (start // frame, pcm)
 
+    def _playing(self) -> _Feed | None:
+        """The source playing: its feed, opened from the queue's head when it is its turn
+        (read ahead from then on)."""
+        if self._feed is None and self._queue:
+            self._feed = _Feed(self._queue.popleft(), self._source_budget, self._live_budget)
+        return self._feed
+
     def _next_input(self) -> np.ndarray:
         """The input chunk: the playing source's audio, silence where there is none."""
         out = np.zeros(CHUNK_SAMPLES, np.float32)
         filled = 0
         while filled < CHUNK_SAMPLES:
-            feed = self._feed
+            feed = self._playing()
             if feed is None:
-                if not self._queue:
-                    break
-                feed = self._feed = _Feed(
-                    self._queue.popleft(), self._source_budget, self._live_budget
-                )
+                break
             if feed.buffered == 0 and not feed.exhausted:
                 if feed.started:
                     self._counts["source_underruns"] += 1
