@@ -106,3 +106,15 @@ def shipped_backends() -> ShippedBackends:
         motion=create_backend("onnxrt", transformer, shapes=input_shapes(transformer, 1)),
         generator=create_backend("onnxrt", generator, shapes=input_shapes(generator, 1)),
     )
+
+
+def espeak_pcm16(text: str) -> tuple[Any, int]:
+    """espeak-ng's (en-us) speech of ``text`` as int16 PCM, with its rate (22050 Hz): what a
+    TTS service hands a framework."""
+    import numpy as np
+
+    from engine.speech.espeak import EspeakVoice
+
+    utterance = EspeakVoice(voice="en-us").synthesize(text)
+    pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return pcm, utterance.sample_rate

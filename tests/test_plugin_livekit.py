@@ -35,7 +35,6 @@ from livekit.agents.voice.avatar import (
 )
 from livekit.agents.voice.io import PlaybackFinishedEvent, PlaybackStartedEvent
 
-from engine.speech.espeak import EspeakVoice
 from presenter.avatar_session import AvatarSession
 from presenter.clock import VirtualClock
 from presenter.media import AudioChunk, SegmentEnd, SegmentStart
@@ -45,7 +44,7 @@ from presenter.plugins.livekit_video import (
     _Playout,
 )
 from presenter.stream import StreamConfig
-from tests.conftest import EngineParts, ShippedBackends
+from tests.conftest import EngineParts, ShippedBackends, espeak_pcm16
 
 RATE = 48000
 CHUNK = 960
@@ -55,13 +54,6 @@ CHUNK = 960
 def parts(shipped_backends: ShippedBackends) -> EngineParts:
     """The shipped model on ONNX Runtime (built once), a short idle loop of the avatar."""
     return shipped_backends.parts(avatar_seconds=0.4)
-
-
-def _speech(text: str) -> tuple[np.ndarray, int]:
-    """espeak-ng's speech of ``text`` as int16 PCM, with its rate (22050 Hz)."""
-    utterance = EspeakVoice(voice="en-us").synthesize(text)
-    pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return pcm, utterance.sample_rate
 
 
 def _frames(pcm: np.ndarray, rate: int, samples: int) -> list[rtc.AudioFrame]:
@@ -98,8 +90,8 @@ async def _until(changed: asyncio.Event, condition: Callable[[], bool]) -> None:
 
 @pytest.mark.slow
 def test_speech_in_frames_out_and_barge_in(parts: EngineParts) -> None:
-    first, first_rate = _speech("Hello there, I am the presenter.")
-    second, second_rate = _speech("This sentence is cut off well before it comes to an end.")
+    first, first_rate = espeak_pcm16("Hello there, I am the presenter.")
+    second, second_rate = espeak_pcm16("This sentence is cut off well before it comes to an end.")
     second = _resampled(second, second_rate, 24000)
     second_rate = 24000
 
@@ -233,9 +225,9 @@ class _LocalRoom(rtc.EventEmitter[str]):
 
 @pytest.mark.slow
 def test_the_avatar_runner_plays_it(parts: EngineParts) -> None:
-    first, rate = _speech("Hello there, I am the presenter.")
-    second, _ = _speech("And this is interrupted before the end of the sentence.")
-    third, _ = _speech("Thank you.")
+    first, rate = espeak_pcm16("Hello there, I am the presenter.")
+    second, _ = espeak_pcm16("And this is interrupted before the end of the sentence.")
+    third, _ = espeak_pcm16("Thank you.")
 
     async def say(agent: QueueAudioOutput, pcm: np.ndarray) -> None:
         for frame in _frames(pcm, rate, rate // 10):  # 100 ms, as DataStreamAudioReceiver

@@ -48,7 +48,6 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from engine.speech.espeak import EspeakVoice
 from engine.streaming_resample import StreamingResampler
 from presenter.avatar_session import AvatarSession
 from presenter.engine_process import EngineRecipe
@@ -57,7 +56,7 @@ from presenter.plugins.pipecat_processor import (
     PresenterAvatarProcessor,
 )
 from presenter.stream import StreamConfig
-from tests.conftest import EngineParts, ShippedBackends
+from tests.conftest import EngineParts, ShippedBackends, espeak_pcm16
 
 RATE = 48000
 CHUNK = 960  # output samples per audio frame (20 ms)
@@ -76,13 +75,6 @@ def _session(parts: EngineParts) -> AvatarSession:
     engine = parts.engine()
     engine.warm_idle()
     return AvatarSession(engine, config=StreamConfig(render_budget_ms=80), owns_engine=True)
-
-
-def _speech(text: str) -> tuple[np.ndarray, int]:
-    """espeak-ng's speech of ``text`` as int16 PCM, with its rate (22050 Hz)."""
-    utterance = EspeakVoice(voice="en-us").synthesize(text)
-    pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return pcm, utterance.sample_rate
 
 
 def _tts_audio(pcm: np.ndarray, rate: int) -> list[Frame]:
@@ -206,7 +198,7 @@ def _away_from(mouths: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def test_speech_comes_out_lip_synced_and_on_time(parts: EngineParts) -> None:
-    pcm, rate = _speech("Hello there. This is the avatar, speaking through pipecat.")
+    pcm, rate = espeak_pcm16("Hello there. This is the avatar, speaking through pipecat.")
     half = len(pcm) // 2 // (rate // 10) * (rate // 10)
     before, during, halfway, after = (
         TextFrame("before"),
@@ -303,7 +295,7 @@ def test_speech_comes_out_lip_synced_and_on_time(parts: EngineParts) -> None:
 
 
 def test_interruption_stops_the_speech_within_a_frame(parts: EngineParts) -> None:
-    pcm, rate = _speech(
+    pcm, rate = espeak_pcm16(
         "This is a long sentence that the user interrupts well before the avatar gets to its end."
     )
     held, passed = TextFrame("held with the speech"), TextFrame("after the interruption")
@@ -347,7 +339,7 @@ def test_interruption_stops_the_speech_within_a_frame(parts: EngineParts) -> Non
 
 
 def test_an_avatar_that_cannot_start_lets_the_speech_through() -> None:
-    pcm, rate = _speech("Hello.")
+    pcm, rate = espeak_pcm16("Hello.")
     sent = [TTSStartedFrame(), *_tts_audio(pcm, rate), TTSStoppedFrame(), TextFrame("after")]
     # No such model: building the session fails (in this process, on a worker thread).
     processor = PresenterAvatarProcessor(recipe=EngineRecipe(model="no-such-model"), process=False)
