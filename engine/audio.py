@@ -130,6 +130,11 @@ def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
     raise ValueError(f"audio must be int16 or float PCM, got {samples.dtype}")
 
 
+def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] (clipped beyond) as int16 PCM, rounded to the nearest."""
+    return np.rint(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
 def _hann(length: int) -> np.ndarray:
     """Periodic Hann window: its peak (index length / 2) is the frame centre."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)

@@ -44,6 +44,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner, DataStreamAudioReceiver
 
+from engine.audio import float_to_pcm16
 from presenter.media import OUTPUT_RATE
 from presenter.plugins.livekit_video import PresenterVideoGenerator
 
@@ -146,7 +147,7 @@ async def record(
     from engine.video_file import write_mp4
 
     utterance = EspeakVoice().synthesize(text)
-    pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = float_to_pcm16(utterance.audio)
     rate = utterance.sample_rate
     fps = generator.options.video_fps
     frame_samples = round(OUTPUT_RATE / fps)  # output samples a video frame covers

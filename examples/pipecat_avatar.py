@@ -50,6 +50,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.workers.runner import WorkerRunner
 
+from engine.audio import float_to_pcm16
 from engine.speech.espeak import EspeakVoice
 from presenter.plugins.pipecat_processor import STREAM_SAMPLE, PresenterAvatarProcessor
 
@@ -81,7 +82,7 @@ class EspeakTTSService(TTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         utterance = await asyncio.to_thread(self._voice.synthesize, text)
-        pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+        pcm = float_to_pcm16(utterance.audio)
         step = utterance.sample_rate // 10  # 100 ms a frame, as a streaming TTS sends them
         for start in range(0, len(pcm), step):
             block = pcm[start : start + step].tobytes()

@@ -111,10 +111,9 @@ def shipped_backends() -> ShippedBackends:
 def espeak_pcm16(text: str) -> tuple[Any, int]:
     """espeak-ng's (en-us) speech of ``text`` as int16 PCM, with its rate (22050 Hz): what a
     TTS service hands a framework."""
-    import numpy as np
-
+    from engine.audio import float_to_pcm16
     from engine.speech.espeak import EspeakVoice
 
     utterance = EspeakVoice(voice="en-us").synthesize(text)
-    pcm = np.round(np.clip(utterance.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = float_to_pcm16(utterance.audio)
     return pcm, utterance.sample_rate

@@ -72,6 +72,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, VideoGenerator
 
+from engine.audio import float_to_pcm16
 from presenter.avatar_session import AvatarSession
 from presenter.media import OUTPUT_RATE, AudioChunk, SegmentEnd, SegmentStart, VideoOut
 
@@ -214,7 +215,7 @@ def _cut(chunk: AudioChunk, start: int, stop: int) -> AudioChunk:
 
 def audio_frame(chunk: AudioChunk) -> rtc.AudioFrame:
     """A mono float32 chunk as LiveKit's int16 ``AudioFrame``."""
-    pcm = np.round(np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = float_to_pcm16(chunk.pcm)
     return rtc.AudioFrame(pcm.tobytes(), chunk.sample_rate, 1, len(pcm))
 
 

@@ -84,6 +84,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from engine.audio import float_to_pcm16
 from presenter.avatar_session import AvatarSession, SessionOutput
 from presenter.media import (
     OUTPUT_RATE,
@@ -457,7 +458,7 @@ def image_frame(frame: VideoOut) -> OutputImageRawFrame:
 
 def audio_frame(chunk: AudioChunk) -> SpeechOutputAudioRawFrame:
     """An audio chunk as pipecat's ``SpeechOutputAudioRawFrame`` (int16 mono bytes)."""
-    pcm = np.rint(np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm = float_to_pcm16(chunk.pcm)
     out = SpeechOutputAudioRawFrame(
         audio=pcm.tobytes(), sample_rate=chunk.sample_rate, num_channels=1
     )
