@@ -33,6 +33,10 @@ import cv2
 import numpy as np
 
 
+FrameDetail = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A frame region (float in [0, 1]), its low-pass and its fine detail (region - low-pass)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompositorConfig:
     feather_px: float = 1.0
@@ -81,7 +85,7 @@ def paste(
     crop_size: int,
     config: CompositorConfig | None = None,
     support: tuple[int, int, int, int] | None = None,
-    frame_cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] | None = None,
+    frame_cache: dict[tuple[int, ...], FrameDetail] | None = None,
 ) -> np.ndarray:
     """A new (H, W, 3) uint8 frame: ``frame`` with ``rendered`` (g, g, 3 float RGB in
     [0, 1]) blended in by ``mask`` (g, g); ``target`` (g, g, 3) is the real crop the
@@ -89,7 +93,7 @@ def paste(
     size ``crop_size``. ``support`` (top, bottom, left, right in generator pixels): where
     the mask can be non-zero (the whole crop by default); only that part of the frame is
     touched. ``frame_cache``: a dict kept per source frame (same frame, same transform)
-    that holds the frame's low-pass between calls."""
+    that holds the frame's low-pass and fine detail between calls."""
     config = config or CompositorConfig()
     size = rendered.shape[0]
     if rendered.shape != (size, size, 3) or mask.shape != (size, size):
@@ -142,15 +146,26 @@ def paste(
         low = (
             cv2.GaussianBlur(region, (0, 0), max(0.5, 0.8 * pixel)) if config.detail > 0 else region
         )
+        cached = (region, low, region - low)
         if frame_cache is not None:
-            frame_cache[key] = (region, low)
-    else:
-        region, low = cached
+            frame_cache[key] = cached
+    region, low, fine = cached
     if config.detail > 0:
-        difference = np.abs(colour - low).max(axis=2)
+        # how far the rendered face is from the frame's low-pass: the largest channel
+        difference = cv2.absdiff(colour, low)
+        difference = np.maximum(
+            np.maximum(difference[..., 0], difference[..., 1]), difference[..., 2]
+        )
         weight = np.clip(1.0 - difference / config.detail_tolerance, 0.0, 1.0)
         weight = cv2.GaussianBlur(weight, (0, 0), max(1.0, pixel))[..., None]
-        colour = colour + config.detail * weight * (region - low)
-    blended = (region * (1.0 - alpha) + colour * alpha) * 255.0
-    out[top:bottom, left:right] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        weight *= config.detail
+        colour += weight * fine
+    # region * (1 - alpha) + colour * alpha, in place
+    colour -= region
+    colour *= alpha
+    colour += region
+    colour *= 255.0
+    colour += 0.5
+    np.clip(colour, 0, 255, out=colour)
+    out[top:bottom, left:right] = colour.astype(np.uint8)
     return out

@@ -41,7 +41,7 @@ from engine.audio import MelConfig, pcm_to_float
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import GeneratorBackend, MotionBackend, create_backend, input_shapes
-from engine.compositor import CompositorConfig, paste
+from engine.compositor import CompositorConfig, FrameDetail, paste
 from engine.data.prep.crop import CropConfig
 from engine.errors import PresenterError
 from engine.generator import AvatarGenerator, GeneratorConfig, lower_face_region, mask_lower_face
@@ -177,7 +177,7 @@ class AvatarEngine:
         self._masked = mask_lower_face(torch.from_numpy(targets), generator_config).numpy()
         self._reference = _to_unit(self.avatar.reference_crop(), size)
         self._support = _support_box(generator_config)
-        self._paste_cache: dict[int, dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]] = {}
+        self._paste_cache: dict[int, dict[tuple[int, ...], FrameDetail]] = {}
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
         self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
         # finished frames at rest per loop frame (read-only, shared by every idle pass)
