@@ -4,9 +4,10 @@
 [--deadline 270] [--compile-budget 200] [--table]``
 
 For every configuration -- backend eager or compiled, precision fp32 or fp16, batch 1 or 4;
-all eager ones first, compiled batch 1 before batch 4 -- both graphs of the shipped default
-model (:func:`engine.avatar_model.load_avatar_model`: the motion Transformer and the
-generator) are built by :func:`engine.backends.create_backend` on ``--device``, and then:
+all eager ones first, compiled batch 1 before batch 4 -- the three graphs of the shipped
+default model (:func:`engine.avatar_model.load_avatar_model`: the motion Transformer and the
+generator's encoder and synthesis, see :mod:`engine.generator_parts`) are built by
+:func:`engine.backends.create_backend` on ``--device``, and then:
 
 1. *graph parity*: each graph on random inputs of the planned shapes
    (:meth:`engine.backends.GraphSpec.example_inputs`), the max and mean abs difference of
@@ -17,7 +18,7 @@ generator) are built by :func:`engine.backends.create_backend` on ``--device``, 
    copies to the device, the graph, the copy back), and ms of the graph alone on inputs
    already on the device (CUDA events, synchronised after every call); median, p10 and p90
    of ``--runs`` calls after a warm-up;
-3. *engine parity*: :class:`engine.facade.AvatarEngine` on those two backends (what
+3. *engine parity*: :class:`engine.facade.AvatarEngine` on those backends (what
    ``EngineConfig(device=..., backend=..., precision=..., batch=...)`` builds itself),
    fed ~3 s of a deterministic speech-like signal (voiced syllables between pauses of
    digital silence, so that the silence gate rests too) in one push; its RGB frames
@@ -76,8 +77,9 @@ from engine.avatar import default_avatar as shipped_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
     Backend,
-    GeneratorBackend,
+    EncoderBackend,
     MotionBackend,
+    SynthesisBackend,
     create_backend,
     graph_spec,
     input_shapes,
@@ -86,18 +88,18 @@ from engine.backends.base import one_line
 from engine.data.prep.crop import crop_transforms
 from engine.facade import STAGES, AvatarEngine, EngineConfig, RenderedFrame, model_crop
 from engine.face3d import canonical_template
-from engine.generator import AvatarGenerator
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("motion", "generator")
+GRAPHS = ("motion", "encoder", "synthesis")  # the engine's three graphs
 INPUT_SEED = 100
 AUDIO_SEED = 1
 JSON_NAME = "cuda_check.json"
 TABLE_NAME = "cuda_check.txt"
 Outputs = tuple[np.ndarray, ...]
-Network = MotionTransformer | AvatarGenerator
+Network = MotionTransformer | GeneratorEncoder | GeneratorSynthesis
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -505,7 +507,8 @@ class Shared:
 def engine_figures(
     shared: Shared,
     motion: MotionBackend,
-    generator: GeneratorBackend,
+    encoder: EncoderBackend,
+    synthesis: SynthesisBackend,
     config: EngineConfig,
 ) -> dict[str, Any]:
     """Parity of the engine's frames with the CPU's (and with eager's of the same
@@ -518,7 +521,8 @@ def engine_figures(
         avatar=shared.avatar,
         config=replace(config, output="rgb24"),
         motion_runner=motion,
-        generator_runner=generator,
+        encoder_runner=encoder,
+        synthesis_runner=synthesis,
     )
     result: dict[str, Any] = {"init_s": round(time.perf_counter() - began, 3)}
     frames = render_all(engine, shared.parity_audio)
@@ -549,7 +553,7 @@ def run_configuration(
     precision: str,
     batch: int,
 ) -> dict[str, Any]:
-    """Build both graphs as (kind, precision, batch) on the device; parity, timings, the
+    """Build the graphs as (kind, precision, batch) on the device; parity, timings, the
     engine on them."""
     row: dict[str, Any] = {
         "backend": kind,
@@ -620,15 +624,19 @@ def run_configuration(
             except Exception as exc:  # keep going: the other graph, the other configurations
                 entry["error"] = one_line(exc)
                 log.exception("%s %s %s batch %d", graph, kind, precision, batch)
-        motion, generator = built.get("motion"), built.get("generator")
+        motion, encoder, synthesis = (built.get(graph) for graph in GRAPHS)
         if shared.avatar is None:
             row["engine"] = {"skipped": "no avatar"}
-        elif isinstance(motion, MotionBackend) and isinstance(generator, GeneratorBackend):
+        elif (
+            isinstance(motion, MotionBackend)
+            and isinstance(encoder, EncoderBackend)
+            and isinstance(synthesis, SynthesisBackend)
+        ):
             config = EngineConfig(
                 backend=kind, device=settings.device, precision=precision, batch=batch
             )
             try:
-                row["engine"] = engine_figures(shared, motion, generator, config)
+                row["engine"] = engine_figures(shared, motion, encoder, synthesis, config)
             except Exception as exc:  # report it; the next configuration still runs
                 row["engine"] = {"error": one_line(exc)}
                 log.exception("engine %s %s batch %d", kind, precision, batch)
@@ -757,7 +765,8 @@ def prepare(settings: Settings, report: Report) -> Shared:
     model = load_avatar_model()
     networks: dict[str, Network] = {
         "motion": model.motion.model.transformer,
-        "generator": model.generator.generator,
+        "encoder": GeneratorEncoder(model.generator.generator),
+        "synthesis": GeneratorSynthesis(model.generator.generator),
     }
     inputs: dict[tuple[str, int], Outputs] = {}
     cpu_outputs: dict[tuple[str, int], Outputs] = {}
@@ -788,16 +797,18 @@ def prepare(settings: Settings, report: Report) -> Shared:
     }
     cpu_frames = None
     if avatar is not None:
-        motion, generator = cpu_backends["motion"], cpu_backends["generator"]
+        motion, encoder, synthesis = (cpu_backends[graph] for graph in GRAPHS)
         assert isinstance(motion, MotionBackend)
-        assert isinstance(generator, GeneratorBackend)
+        assert isinstance(encoder, EncoderBackend)
+        assert isinstance(synthesis, SynthesisBackend)
         config = EngineConfig(backend="eager", device="cpu")
         engine = AvatarEngine(
             model=model,
             avatar=avatar,
             config=config,
             motion_runner=motion,
-            generator_runner=generator,
+            encoder_runner=encoder,
+            synthesis_runner=synthesis,
         )
         engine.times.clear()
         began = time.perf_counter()

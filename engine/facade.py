@@ -7,6 +7,11 @@ Pipeline per video frame ``t`` (25 fps, 640 samples of the engine's 16 kHz clock
       -> motion model (style code of the avatar) -> SilenceGate (rest on silence)
       -> generator (the avatar's loop frame crop with the lower face masked, the reference
          crop, the geometry map) -> compositor (paste into the full frame)
+
+The generator runs as its two parts (:mod:`engine.generator_parts`): the encoder reads only
+the loop frame's masked crop and the reference, so its feature maps are computed once per
+loop frame and kept (``EngineConfig.feature_cache_mb`` bounds them: 1.8 MB a loop frame for
+the shipped model, 268 MB for the default 6 s avatar); only the synthesis runs per frame.
       -> RenderedFrame(index t, pts = t * 640, RGB or yuv420p)
 
 Timing is counted in samples of the engine clock (16 kHz). Frame ``t`` covers engine samples
@@ -40,11 +45,18 @@ import torch
 from engine.audio import MelConfig, pcm_to_float
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
-from engine.backends import GeneratorBackend, MotionBackend, create_backend, input_shapes
+from engine.backends import (
+    EncoderBackend,
+    MotionBackend,
+    SynthesisBackend,
+    create_backend,
+    input_shapes,
+)
 from engine.compositor import CompositorConfig, FrameDetail, paste
 from engine.data.prep.crop import CropConfig
 from engine.errors import PresenterError
-from engine.generator import AvatarGenerator, GeneratorConfig, lower_face_region, mask_lower_face
+from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis, feature_bytes
 from engine.motion import MotionTransformer
 from engine.motion_frontend import MotionFrontEnd
 from engine.silence_gate import SilenceGate, rest_coefficients
@@ -107,8 +119,13 @@ class EngineConfig:
     output: OutputFormat = "rgb24"
     gate: SilenceGate = field(default_factory=SilenceGate)
     compositor: CompositorConfig = field(default_factory=CompositorConfig)
+    # the encoder's feature maps of every loop frame are kept when they fit in this much
+    # memory; otherwise the encoder runs with every frame (the same pixels, slower)
+    feature_cache_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if self.feature_cache_mb < 0:
+            raise ValueError(f"feature_cache_mb must be >= 0, got {self.feature_cache_mb}")
         if self.batch < 1:
             raise ValueError(f"batch must be at least 1, got {self.batch}")
         if self.output not in ("rgb24", "yuv420p"):
@@ -148,7 +165,8 @@ class AvatarEngine:
         avatar: Avatar | None = None,
         config: EngineConfig | None = None,
         motion_runner: MotionBackend | None = None,
-        generator_runner: GeneratorBackend | None = None,
+        encoder_runner: EncoderBackend | None = None,
+        synthesis_runner: SynthesisBackend | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.model = model or load_avatar_model()
@@ -166,7 +184,9 @@ class AvatarEngine:
         self._mel = MelConfig()
         self._silence = float(np.float32(np.log(self._mel.log_floor)))
         self._motion = motion_runner or self._backend(self.model.motion.model.transformer)
-        self._generator = generator_runner or self._backend(self.model.generator.generator)
+        network = self.model.generator.generator
+        self._encoder = encoder_runner or self._backend(GeneratorEncoder(network))
+        self._synthesis = synthesis_runner or self._backend(GeneratorSynthesis(network))
         size = generator_config.image_size
         self._size = size
         # Every loop frame's crop at the generator's size, and its masked copy (done once).
@@ -176,6 +196,12 @@ class AvatarEngine:
         self._targets = targets
         self._masked = mask_lower_face(torch.from_numpy(targets), generator_config).numpy()
         self._reference = _to_unit(self.avatar.reference_crop(), size)
+        # the encoder's feature maps per loop frame (each with a batch axis of 1), if kept
+        self._features: dict[int, tuple[np.ndarray, ...]] = {}
+        self._keep_features = (
+            self.avatar.num_frames * feature_bytes(generator_config)
+            <= self.config.feature_cache_mb * 2**20
+        )
         self._support = _support_box(generator_config)
         self._paste_cache: dict[int, dict[tuple[int, ...], FrameDetail]] = {}
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
@@ -193,11 +219,14 @@ class AvatarEngine:
     def _backend(self, network: MotionTransformer) -> MotionBackend: ...
 
     @overload
-    def _backend(self, network: AvatarGenerator) -> GeneratorBackend: ...
+    def _backend(self, network: GeneratorEncoder) -> EncoderBackend: ...
+
+    @overload
+    def _backend(self, network: GeneratorSynthesis) -> SynthesisBackend: ...
 
     def _backend(
-        self, network: MotionTransformer | AvatarGenerator
-    ) -> MotionBackend | GeneratorBackend:
+        self, network: MotionTransformer | GeneratorEncoder | GeneratorSynthesis
+    ) -> MotionBackend | EncoderBackend | SynthesisBackend:
         config = self.config
         backend = create_backend(
             config.backend,
@@ -423,15 +452,28 @@ class AvatarEngine:
             began = time.perf_counter()
             geometry = self._mapper(chosen.astype(np.float64)).astype(np.float32)
             began = self.times.add("geometry", began)
-            crop, mask = self._generator(
-                self._masked[[loops[r] for r in padded]],
-                np.repeat(self._reference[None], slot, axis=0),
-                geometry,
-                chosen.astype(np.float32),
-            )
+            features = self._loop_features([loops[r] for r in padded])
+            crop, mask = self._synthesis(features, geometry, chosen.astype(np.float32))
             self.times.add("generator", began)
             results.extend((crop[position], mask[position]) for position in range(len(rows)))
         return results
+
+    def _loop_features(self, loops: list[int]) -> tuple[np.ndarray, ...]:
+        """The encoder's feature maps of loop frames ``loops`` (one batch slot), from those
+        kept or by running the encoder (and keeping them, when they fit)."""
+        missing = [loop for loop in loops if loop not in self._features]
+        if missing:
+            encoded = self._encoder(
+                self._masked[loops], np.repeat(self._reference[None], len(loops), axis=0)
+            )
+            if not self._keep_features:
+                return encoded
+            for position, loop in enumerate(loops):
+                self._features[loop] = tuple(f[position : position + 1].copy() for f in encoded)
+        if len(loops) == 1:
+            return self._features[loops[0]]
+        kept = [self._features[loop] for loop in loops]
+        return tuple(np.concatenate(maps) for maps in zip(*kept, strict=True))
 
     def _composite(self, loop: int, crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The generator's crop pasted into loop frame ``loop``, in the output format."""
@@ -452,6 +494,19 @@ class AvatarEngine:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
             self.times.add("colour", began)
         return image
+
+    def encode_loop(self) -> int:
+        """Run the generator's encoder on every loop frame whose feature maps are kept but not
+        yet computed (they are otherwise computed the first time each loop frame is
+        rendered). Returns the loop frames encoded."""
+        if not self._keep_features:
+            return 0
+        missing = [loop for loop in range(self.avatar.num_frames) if loop not in self._features]
+        slot = self.config.batch
+        for start in range(0, len(missing), slot):
+            chunk = missing[start : start + slot]
+            self._loop_features(chunk + [chunk[-1]] * (slot - len(chunk)))
+        return len(missing)
 
     def warm_idle(self) -> int:
         """Render every frame of the idle loop at rest once: from then on an idle stream costs

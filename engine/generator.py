@@ -437,8 +437,34 @@ class AvatarGenerator(nn.Module):
         _check_shape("geometry_map", geometry_map, (batch, config.geometry_channels, size, size))
         _check_shape("coefficients", coefficients, (batch, config.num_coefficients))
 
+        return self.synthesize(self.encode(masked_target, reference), geometry_map, coefficients)
+
+    def encode(
+        self, masked_target: torch.Tensor, reference: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The spatial encoder's feature map at every resolution, lowest first (the skips of
+        the synthesis path). It reads only the two images: for a fixed avatar it depends on
+        the loop frame alone, not on the dynamics."""
         images = torch.cat([masked_target, reference], dim=1) * 2.0 - 1.0
         skips = self.encoder(images)
+        return tuple(skips[resolution] for resolution in self.config.resolutions)
+
+    def synthesize(
+        self,
+        features: Sequence[torch.Tensor],
+        geometry_map: torch.Tensor,
+        coefficients: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(crop, mask) from the encoder's ``features`` (:meth:`encode`), the geometry map and
+        the dynamics coefficients."""
+        config = self.config
+        size = config.image_size
+        if len(features) != len(config.resolutions):
+            raise ValueError(
+                f"need {len(config.resolutions)} feature maps (one per resolution), "
+                f"got {len(features)}"
+            )
+        skips = dict(zip(config.resolutions, features, strict=True))
         w = self.mapping(coefficients / self.coefficient_std)
         geometry = {size: geometry_map}
         for resolution in reversed(config.resolutions[:-1]):
@@ -465,8 +491,6 @@ def export_onnx(
     dynamic batch) to ``path``; the generator is put in eval mode, export form."""
     config = generator.config
     size = config.image_size
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.eval()
     generator.set_modulation_impl("export")
     parameter = next(generator.parameters())
@@ -476,23 +500,39 @@ def export_onnx(
         torch.zeros(batch, config.geometry_channels, size, size, dtype=parameter.dtype),
         torch.zeros(batch, config.num_coefficients, dtype=parameter.dtype),
     )
-    dynamic = {name: {0: "batch"} for name in (*ONNX_INPUTS, *ONNX_OUTPUTS)}
+    write_onnx(generator, example, ONNX_INPUTS, ONNX_OUTPUTS, Path(path), opset=opset)
+    log.info("exported the generator (%d px) to %s", size, path)
+    return Path(path)
+
+
+def write_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    path: Path,
+    *,
+    opset: int = 17,
+) -> Path:
+    """``module`` (a generator graph) as ONNX at ``path``, every input and output with a
+    dynamic batch axis."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {name: {0: "batch"} for name in (*input_names, *output_names)}
     # The TorchScript-based exporter: the torch.export-based one needs onnxscript, which is
     # not a dependency. Its deprecation notice is not actionable here.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
-            generator,
+            module,
             example,
             str(path),
-            input_names=list(ONNX_INPUTS),
-            output_names=list(ONNX_OUTPUTS),
+            input_names=list(input_names),
+            output_names=list(output_names),
             opset_version=opset,
             dynamic_axes=dynamic,
             do_constant_folding=True,
             dynamo=False,
         )
-    log.info("exported the generator (%d px) to %s", size, path)
     return path
 
 

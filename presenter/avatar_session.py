@@ -70,14 +70,8 @@ class AvatarSession:
         :class:`~presenter.engine_process.EngineRecipe` (default: the shipped avatar),
         in a child process (``process=True``: the caller's event loop keeps its core) or in
         this one. The render budget is sized from the measured frame cost unless given."""
-        from presenter.engine_process import (
-            EngineProcess,
-            EngineRecipe,
-            build_engine,
-        )
-        from presenter.engine_process import (
-            render_budget_ms as budget_for,
-        )
+        from presenter.engine_process import EngineProcess, EngineRecipe, build_engine, warm_up
+        from presenter.engine_process import render_budget_ms as budget_for
 
         recipe = recipe or EngineRecipe()
         engine: StreamEngine
@@ -85,12 +79,8 @@ class AvatarSession:
             child = EngineProcess(recipe)
             engine, frame_ms = child, child.frame_ms
         else:
-            import time
-
             local = build_engine(recipe)
-            began = time.perf_counter()
-            frames = local.warm_idle()
-            frame_ms = (time.perf_counter() - began) * 1000 / max(1, frames)
+            frame_ms = warm_up(local)
             engine = local
         budget = render_budget_ms if render_budget_ms is not None else budget_for(frame_ms)
         return cls(engine, config=StreamConfig(render_budget_ms=budget), owns_engine=True)

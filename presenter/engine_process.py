@@ -5,7 +5,8 @@ few hundred packets a second per viewer). In one process the engine's thread and
 loop take turns on the interpreter lock, and with four viewers a 30 ms frame took 60-130
 ms to render on 2 cores although a core sat idle. In its own process the engine has its
 own interpreter and the loop keeps the other core. Before it reports ready, the child
-renders the idle loop at rest once (``AvatarEngine.warm_idle``): idle costs nothing from the
+encodes the avatar's loop frames (``AvatarEngine.encode_loop``) and renders the idle loop at
+rest once (``AvatarEngine.warm_idle``): idle costs nothing from the
 first viewer on, and the time it took per frame (``frame_ms``) is this machine's render cost,
 from which the server sizes its render budget (:func:`render_budget_ms`).
 
@@ -87,6 +88,19 @@ def build_engine(recipe: EngineRecipe) -> AvatarEngine:
     )
 
 
+def warm_up(engine: AvatarEngine) -> float:
+    """Encode the avatar's loop frames and render its idle loop at rest once (idle frames
+    then cost nothing); returns what a frame took to render (ms), the encoding left out: it
+    is done once per loop frame, not per frame."""
+    engine.encode_loop()
+    began = time.perf_counter()
+    rendered = engine.warm_idle()
+    seconds = time.perf_counter() - began
+    frame_ms = 1000 * seconds / max(rendered, 1)
+    log.info("idle loop: %d frames at rest in %.1f s (%.1f ms each)", rendered, seconds, frame_ms)
+    return frame_ms
+
+
 def render_budget_ms(frame_ms: float) -> float:
     """The stream's render budget for a measured render cost per frame: a frame may have to
     wait for the one before it (2 x the cost) and still absorb a 20 ms hiccup of the machine;
@@ -116,13 +130,7 @@ def _child(recipe: EngineRecipe, conn: Connection, level: int) -> None:
     )
     try:
         engine = build_engine(recipe)
-        began = time.perf_counter()
-        rendered = engine.warm_idle()
-        seconds = time.perf_counter() - began
-        frame_ms = 1000 * seconds / max(rendered, 1)
-        log.info(
-            "idle loop: %d frames at rest in %.1f s (%.1f ms each)", rendered, seconds, frame_ms
-        )
+        frame_ms = warm_up(engine)
         conn.send(("ready", engine.sample_rate, engine.samples_per_frame, frame_ms))
     except BaseException as exc:
         conn.send(("error", _picklable(exc)))
@@ -210,8 +218,8 @@ class EngineProcess:
     def reset(self) -> None:
         self._request("call", "reset")
 
-    def drop_ready(self, keep: int = 0) -> None:
-        self._request("call", "drop_ready", keep)
+    def drop_ready(self, keep: int = 0) -> int:
+        return int(self._request("call", "drop_ready", keep))
 
     def flush(self) -> None:
         self._request("call", "flush")

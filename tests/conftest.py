@@ -53,12 +53,14 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> SmallDataset:
 
 @dataclass(frozen=True)
 class EngineParts:
-    """What an ``AvatarEngine`` is made of: the model, an avatar and the two runners."""
+    """What an ``AvatarEngine`` is made of: the model, an avatar and its runners (motion,
+    the generator's encoder and synthesis)."""
 
     model: AvatarModel
     avatar: Avatar
     motion: Any
-    generator: Any
+    encoder: Any
+    synthesis: Any
 
     def engine(self, **config: Any) -> AvatarEngine:
         """A fresh engine on these parts; ``config``: ``EngineConfig`` fields."""
@@ -69,17 +71,19 @@ class EngineParts:
             avatar=self.avatar,
             config=EngineConfig(**config),
             motion_runner=self.motion,
-            generator_runner=self.generator,
+            encoder_runner=self.encoder,
+            synthesis_runner=self.synthesis,
         )
 
 
 @dataclass(frozen=True)
 class ShippedBackends:
-    """The shipped model with its two graphs on ONNX Runtime (batch 1)."""
+    """The shipped model with its graphs on ONNX Runtime (batch 1)."""
 
     model: AvatarModel
     motion: Backend
-    generator: Backend
+    encoder: Backend
+    synthesis: Backend
 
     def parts(self, avatar_seconds: float) -> EngineParts:
         """These backends with an idle loop of the default avatar ``avatar_seconds`` long."""
@@ -89,7 +93,8 @@ class ShippedBackends:
             model=self.model,
             avatar=default_avatar(seconds=avatar_seconds),
             motion=self.motion,
-            generator=self.generator,
+            encoder=self.encoder,
+            synthesis=self.synthesis,
         )
 
 
@@ -98,13 +103,16 @@ def shipped_backends() -> ShippedBackends:
     """The shipped model on ONNX Runtime, loaded and built once per test session."""
     from engine.avatar_model import load_avatar_model
     from engine.backends import create_backend, input_shapes
+    from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 
     model = load_avatar_model()
     transformer, generator = model.motion.model.transformer, model.generator.generator
+    encoder, synthesis = GeneratorEncoder(generator), GeneratorSynthesis(generator)
     return ShippedBackends(
         model=model,
         motion=create_backend("onnxrt", transformer, shapes=input_shapes(transformer, 1)),
-        generator=create_backend("onnxrt", generator, shapes=input_shapes(generator, 1)),
+        encoder=create_backend("onnxrt", encoder, shapes=input_shapes(encoder, 1)),
+        synthesis=create_backend("onnxrt", synthesis, shapes=input_shapes(synthesis, 1)),
     )
 
 

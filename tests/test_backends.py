@@ -1,5 +1,6 @@
-"""Inference backends of the two per-frame graphs: parity with eager, the artefact cache,
-``auto`` and the guarded optional runtimes."""
+"""Inference backends of the per-frame graphs (motion, generator, the generator's encoder and
+synthesis): parity with eager, the artefact cache, ``auto`` and the guarded optional
+runtimes."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import torch
 
 from engine.backends import (
     ArtifactCache,
+    Backend,
     BackendError,
     CacheKey,
+    EncoderBackend,
     GeneratorBackend,
     MotionBackend,
+    SynthesisBackend,
     create_backend,
     graph_spec,
     input_shapes,
@@ -27,6 +31,7 @@ from engine.backends import (
 )
 from engine.errors import PresenterError
 from engine.generator import AvatarGenerator
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionConfig, MotionModel, MotionTransformer
 from tests.test_generator_model import TINY
 from tests.test_motion_model import _model as small_motion_model
@@ -36,6 +41,13 @@ MOTION = MotionConfig(
 )
 GENERATOR = replace(TINY, image_size=64)
 KINDS = ("eager", "onnxrt", "openvino", "compiled", "tensorrt")
+GRAPHS = ("motion", "generator", "encoder", "synthesis")
+BACKEND_OF: dict[str, type[Backend]] = {
+    "motion": MotionBackend,
+    "generator": GeneratorBackend,
+    "encoder": EncoderBackend,
+    "synthesis": SynthesisBackend,
+}
 TOLERANCE = 1e-3
 
 
@@ -66,13 +78,20 @@ def _generator(seed: int = 0) -> AvatarGenerator:
     return generator.eval()
 
 
-def _model(graph: str) -> MotionTransformer | AvatarGenerator:
-    return _motion() if graph == "motion" else _generator()
+Graph = MotionTransformer | AvatarGenerator | GeneratorEncoder | GeneratorSynthesis
 
 
-def _reference(
-    model: MotionTransformer | AvatarGenerator, inputs: tuple[np.ndarray, ...]
-) -> tuple[np.ndarray, ...]:
+def _model(graph: str) -> Graph:
+    if graph == "motion":
+        return _motion()
+    if graph == "encoder":
+        return GeneratorEncoder(_generator())
+    if graph == "synthesis":
+        return GeneratorSynthesis(_generator())
+    return _generator()
+
+
+def _reference(model: Graph, inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     with torch.no_grad():
         out = model(*(torch.from_numpy(array) for array in inputs))
     outputs = (out,) if isinstance(out, torch.Tensor) else out
@@ -94,16 +113,18 @@ def _unavailable(kind: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("graph", ["motion", "generator"])
+@pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_backend_matches_eager_torch(kind: str, graph: str) -> None:
     reason = _unavailable(kind)
     if reason:
         pytest.skip(reason)
+    if (kind, graph) == ("compiled", "generator"):
+        pytest.skip("the engine runs the generator as its encoder and synthesis: compiled on those")
     model = _model(graph)
     spec = graph_spec(model)
     backend = create_backend(kind, model, shapes=input_shapes(model, batch=2), threads=1)
-    assert isinstance(backend, MotionBackend if graph == "motion" else GeneratorBackend)
+    assert type(backend) is BACKEND_OF[graph]
     assert (backend.name, backend.device, backend.precision) == (kind, "cpu", "fp32")
     for batch in (1, 2):
         inputs = spec.example_inputs(input_shapes(model, batch), seed=10 + batch)
@@ -300,7 +321,7 @@ def test_bad_requests_are_clear_errors() -> None:
     ("kind", "precision"),
     [("eager", "fp16"), ("compiled", "fp32"), ("tensorrt", "fp32"), ("tensorrt", "fp16")],
 )
-@pytest.mark.parametrize("graph", ["motion", "generator"])
+@pytest.mark.parametrize("graph", GRAPHS)
 def test_cuda_backends_agree_with_cpu_eager(kind: str, precision: str, graph: str) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")

@@ -153,3 +153,22 @@ def test_warm_idle_renders_the_rest_frames_the_stream_would(parts) -> None:
     assert all(f.speaking == 0.0 for f in warm_frames)
     assert warm.times.seconds["generator"] == 0.0  # idle frames were all kept
     assert not warm_frames[0].image.flags.writeable  # shared between passes: read-only
+
+
+def test_kept_encoder_features_change_no_pixel(parts, speech) -> None:
+    """The encoder's feature maps, kept per loop frame, render the same frames as the
+    encoder run with every frame (feature_cache_mb=0), for speech and at rest."""
+    audio, rate = speech
+    kept, each = parts.engine(), parts.engine(feature_cache_mb=0)
+    assert kept.encode_loop() == parts.avatar.num_frames
+    assert kept.encode_loop() == 0  # kept
+    assert each.encode_loop() == 0  # nothing is kept
+    frames = []
+    for engine in (kept, each):
+        engine.push_audio(audio, rate)
+        engine.flush()
+        frames.append(engine.pull())
+    assert max(f.speaking for f in frames[0]) == 1.0
+    assert _max_difference(*frames) == 0
+    with pytest.raises(ValueError, match="feature_cache_mb"):
+        parts.engine(feature_cache_mb=-1)

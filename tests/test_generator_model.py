@@ -19,6 +19,12 @@ from engine.generator import (
     lower_face_region,
     mask_lower_face,
 )
+from engine.generator_parts import (
+    GeneratorEncoder,
+    GeneratorSynthesis,
+    feature_bytes,
+    feature_shapes,
+)
 from engine.geometry_map import (
     CropProjection,
     GeometryMapper,
@@ -83,6 +89,26 @@ def test_whole_generator_same_in_both_modulation_forms():
         crop_ref, mask_ref = generator(*inputs)
     assert torch.allclose(crop, crop_ref, atol=1e-5)
     assert torch.allclose(mask, mask_ref, atol=1e-6)
+
+
+def test_encoder_and_synthesis_parts_are_the_whole_generator():
+    """synthesis(encoder(images), geometry, coefficients) is the forward, bit for bit; the
+    parts are views (the generator's own parameters) with their feature shapes."""
+    torch.manual_seed(3)
+    generator = AvatarGenerator(TINY).eval()
+    masked, reference, geometry, coefficients = _inputs(TINY, 2)
+    encoder, synthesis = GeneratorEncoder(generator), GeneratorSynthesis(generator)
+    with torch.no_grad():
+        crop, mask = generator(masked, reference, geometry, coefficients)
+        features = encoder(masked, reference)
+        parts_crop, parts_mask = synthesis(*features, geometry, coefficients)
+    assert [tuple(f.shape[1:]) for f in features] == list(feature_shapes(TINY))
+    assert feature_bytes(TINY) == 4 * sum(f[0].numel() for f in features)
+    assert torch.equal(crop, parts_crop)
+    assert torch.equal(mask, parts_mask)
+    assert next(encoder.parameters()) is next(generator.parameters())
+    with pytest.raises(ValueError, match="inputs"):
+        synthesis(*features, geometry)
 
 
 def test_config_validation_and_round_trip():

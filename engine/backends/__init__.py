@@ -1,4 +1,5 @@
-"""Inference backends for the two per-frame graphs (motion Transformer, generator).
+"""Inference backends for the per-frame graphs (motion Transformer, generator or its encoder
+and synthesis parts).
 
     from engine.backends import create_backend, input_shapes
 
@@ -14,10 +15,12 @@ auto (the fastest of those that work here). Compiled artefacts are cached under
 from engine.backends.base import (
     Backend,
     BackendError,
+    EncoderBackend,
     GeneratorBackend,
     MotionBackend,
     Precision,
     Runtime,
+    SynthesisBackend,
 )
 from engine.backends.cache import ArtifactCache, CacheKey, weights_digest
 from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
@@ -31,11 +34,13 @@ __all__ = [
     "BackendError",
     "BackendKind",
     "CacheKey",
+    "EncoderBackend",
     "GeneratorBackend",
     "GraphSpec",
     "MotionBackend",
     "Precision",
     "Runtime",
+    "SynthesisBackend",
     "create_backend",
     "graph_spec",
     "input_shapes",

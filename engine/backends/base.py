@@ -3,11 +3,13 @@
 A *runtime* (:class:`Runtime`) runs a graph's inputs, numpy float32 arrays in the graph's
 input order, and returns its outputs in the graph's output order. A *backend* wraps a
 runtime with the graph's typed call: :class:`MotionBackend` (``run(mel, style) ->
-coefficients``) or :class:`GeneratorBackend` (``run(masked_target, reference,
-geometry_map, coefficients) -> (crop, mask)``). Backends check the inputs' shapes against
-the graph, hand float32 C-contiguous arrays to the runtime and always return float32
-arrays, whatever precision the runtime computes in. Both are callable, so they fit
-:class:`engine.facade.MotionRunner` and :class:`engine.facade.GeneratorRunner`.
+coefficients``), :class:`GeneratorBackend` (``run(masked_target, reference,
+geometry_map, coefficients) -> (crop, mask)``), or one of the generator's two parts:
+:class:`EncoderBackend` (``run(masked_target, reference) -> feature maps``) and
+:class:`SynthesisBackend` (``run(features, geometry_map, coefficients) -> (crop, mask)``).
+Backends check the inputs' shapes against the graph, hand float32 C-contiguous arrays to the
+runtime and always return float32 arrays, whatever precision the runtime computes in. All
+are callable.
 """
 
 from __future__ import annotations
@@ -162,6 +164,29 @@ class GeneratorBackend(Backend):
         coefficients: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         crop, mask = self.run_arrays((masked_target, reference, geometry_map, coefficients))
+        return crop, mask
+
+    __call__ = run
+
+
+class EncoderBackend(Backend):
+    """The generator's encoder: (B, 3, S, S) x2 -> its feature maps, lowest resolution
+    first (see :mod:`engine.generator_parts`)."""
+
+    def run(self, masked_target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.run_arrays((masked_target, reference))
+
+    __call__ = run
+
+
+class SynthesisBackend(Backend):
+    """The generator's synthesis path: the encoder's feature maps, (B, G, S, S), (B, K) ->
+    crop (B, 3, S, S), mask (B, 1, S, S)."""
+
+    def run(
+        self, features: Sequence[np.ndarray], geometry_map: np.ndarray, coefficients: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        crop, mask = self.run_arrays((*features, geometry_map, coefficients))
         return crop, mask
 
     __call__ = run

@@ -1,8 +1,11 @@
 """The two per-frame graphs: their inputs, outputs, shapes and ONNX export.
 
 A graph is named by the model that computes it: :class:`engine.motion.MotionTransformer`
-(``mel``, ``style`` -> ``coefficients``) or :class:`engine.generator.AvatarGenerator`
-(:data:`engine.generator.ONNX_INPUTS` -> :data:`engine.generator.ONNX_OUTPUTS`). A backend is
+(``mel``, ``style`` -> ``coefficients``), :class:`engine.generator.AvatarGenerator`
+(:data:`engine.generator.ONNX_INPUTS` -> :data:`engine.generator.ONNX_OUTPUTS`), or the
+generator's two parts (:mod:`engine.generator_parts`): its ``encoder`` (masked target,
+reference -> feature maps) and its ``synthesis`` (feature maps, geometry map, coefficients
+-> crop, mask). A backend is
 built for *planned shapes*: every input's full shape, batch first, the same batch for all
 inputs (see :func:`input_shapes`).
 """
@@ -19,11 +22,13 @@ import numpy as np
 from torch import nn
 
 from engine import generator as generator_module
+from engine import generator_parts as parts_module
 from engine import motion as motion_module
 from engine.generator import AvatarGenerator
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 
-GraphKind = Literal["motion", "generator"]
+GraphKind = Literal["motion", "generator", "encoder", "synthesis"]
 MOTION_INPUTS: tuple[str, ...] = ("mel", "style")
 MOTION_OUTPUTS: tuple[str, ...] = ("coefficients",)
 Shapes = dict[str, tuple[int, ...]]
@@ -95,6 +100,8 @@ class GraphSpec:
         for name in self.input_names:
             if name == "mel":  # raw log-mel: around the speech range
                 array = rng.normal(-6.0, 2.0, planned[name])
+            elif name.startswith("features_"):  # the encoder's leaky-ReLU feature maps
+                array = rng.normal(0.0, 1.0, planned[name])
             elif name in ("style", "coefficients"):
                 array = rng.normal(0.0, 0.5, planned[name])
             else:  # images and geometry maps in [0, 1]
@@ -127,9 +134,31 @@ def graph_spec(model: nn.Module) -> GraphSpec:
             ),
             output_names=tuple(generator_module.ONNX_OUTPUTS),
         )
+    if isinstance(model, GeneratorEncoder):
+        size = model.config.image_size
+        return GraphSpec(
+            kind="encoder",
+            input_names=parts_module.ENCODER_INPUTS,
+            item_shapes=((3, size, size), (3, size, size)),
+            output_names=parts_module.feature_names(model.config),
+        )
+    if isinstance(model, GeneratorSynthesis):
+        gconfig = model.config
+        size = gconfig.image_size
+        return GraphSpec(
+            kind="synthesis",
+            input_names=(*parts_module.feature_names(gconfig), *parts_module.SYNTHESIS_INPUTS),
+            item_shapes=(
+                *parts_module.feature_shapes(gconfig),
+                (gconfig.geometry_channels, size, size),
+                (gconfig.num_coefficients,),
+            ),
+            output_names=parts_module.SYNTHESIS_OUTPUTS,
+        )
     hint = " (pass its .transformer)" if isinstance(model, motion_module.MotionModel) else ""
     raise TypeError(
-        f"backends run a MotionTransformer or an AvatarGenerator, not {type(model).__name__}{hint}"
+        f"backends run a MotionTransformer, an AvatarGenerator or one of its parts, not "
+        f"{type(model).__name__}{hint}"
     )
 
 
@@ -153,5 +182,11 @@ def export_graph_onnx(model: nn.Module, path: Path) -> Path:
     if spec.kind == "motion":
         assert isinstance(clone, MotionTransformer)
         return motion_module.export_onnx(clone, path)
+    if spec.kind == "encoder":
+        assert isinstance(clone, GeneratorEncoder)
+        return parts_module.export_encoder_onnx(clone, path)
+    if spec.kind == "synthesis":
+        assert isinstance(clone, GeneratorSynthesis)
+        return parts_module.export_synthesis_onnx(clone, path)
     assert isinstance(clone, AvatarGenerator)
     return generator_module.export_onnx(clone, path)

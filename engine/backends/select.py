@@ -21,10 +21,12 @@ from torch import nn
 from engine.backends.base import (
     Backend,
     BackendError,
+    EncoderBackend,
     GeneratorBackend,
     MotionBackend,
     Precision,
     Runtime,
+    SynthesisBackend,
     check_precision,
     one_line,
 )
@@ -38,6 +40,7 @@ from engine.backends.tensorrt import TensorRTRuntime
 from engine.backends.timing import measure_ms
 from engine.backends.torch_module import resolve_device
 from engine.generator import AvatarGenerator
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 
 log = logging.getLogger(__name__)
@@ -82,10 +85,16 @@ def build_runtime(
     raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_KINDS)}")
 
 
+_BACKEND_OF: dict[str, type[Backend]] = {
+    "motion": MotionBackend,
+    "generator": GeneratorBackend,
+    "encoder": EncoderBackend,
+    "synthesis": SynthesisBackend,
+}
+
+
 def _wrap(runtime: Runtime, spec: GraphSpec) -> Backend:
-    if spec.kind == "motion":
-        return MotionBackend(runtime, spec)
-    return GeneratorBackend(runtime, spec)
+    return _BACKEND_OF[spec.kind](runtime, spec)
 
 
 @overload
@@ -116,9 +125,37 @@ def create_backend(
 ) -> GeneratorBackend: ...
 
 
+@overload
 def create_backend(
     kind: str,
-    model: MotionTransformer | AvatarGenerator,
+    model: GeneratorEncoder,
+    *,
+    shapes: Mapping[str, Sequence[int]],
+    device: str = ...,
+    threads: int | None = ...,
+    precision: str = ...,
+    cache: ArtifactCache | None = ...,
+    candidates: Sequence[str] | None = ...,
+) -> EncoderBackend: ...
+
+
+@overload
+def create_backend(
+    kind: str,
+    model: GeneratorSynthesis,
+    *,
+    shapes: Mapping[str, Sequence[int]],
+    device: str = ...,
+    threads: int | None = ...,
+    precision: str = ...,
+    cache: ArtifactCache | None = ...,
+    candidates: Sequence[str] | None = ...,
+) -> SynthesisBackend: ...
+
+
+def create_backend(
+    kind: str,
+    model: MotionTransformer | AvatarGenerator | GeneratorEncoder | GeneratorSynthesis,
     *,
     shapes: Mapping[str, Sequence[int]],
     device: str = "cpu",
@@ -126,7 +163,7 @@ def create_backend(
     precision: str = "fp32",
     cache: ArtifactCache | None = None,
     candidates: Sequence[str] | None = None,
-) -> MotionBackend | GeneratorBackend:
+) -> MotionBackend | GeneratorBackend | EncoderBackend | SynthesisBackend:
     """A backend of ``kind`` for ``model``'s per-frame graph, built for the planned
     ``shapes`` (see :func:`engine.backends.graphs.input_shapes`).
 
@@ -165,7 +202,7 @@ def create_backend(
             cache=store,
             candidates=candidates,
         )
-    assert isinstance(backend, MotionBackend | GeneratorBackend)
+    assert isinstance(backend, MotionBackend | GeneratorBackend | EncoderBackend | SynthesisBackend)
     return backend
 
 
