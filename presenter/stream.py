@@ -478,7 +478,7 @@ def _settle(future: asyncio.Future[Any], result: object, error: Exception | None
 
 @dataclass(frozen=True)
 class _Job:
-    future: asyncio.Future[list[RenderedFrame]]
+    future: asyncio.Future[tuple[list[RenderedFrame], int]]  # frames, frames skipped
     epoch: int
     anchor: int | None
     began: float  # clock time it was handed to the worker
@@ -817,6 +817,12 @@ class AvatarStream:
             anchor, restart_pcm = self._restart
             self._restart = None
             ops = [None, np.concatenate([restart_pcm, *self._pending])]
+            ready, keep = self._render_plan(first=anchor)
+            if keep < ready and self._can_drop:
+                # The worker was late to the restart (a call in flight took long): as below,
+                # only the frames that can still be on time are rendered.
+                self._counts["render_skips"] += 1
+                ops.append(keep)  # the anchor moves on by the frames the engine skips
         elif self._pending:
             pcm = np.concatenate(self._pending)
             start = self._pushed
@@ -852,12 +858,14 @@ class AvatarStream:
         self.clock.hold(future)
         future.add_done_callback(lambda _: self._done(job))
 
-    def _render_plan(self) -> tuple[int, int]:
+    def _render_plan(self, first: int | None = None) -> tuple[int, int]:
         """(frames the engine will have ready after the pending push, how many of the newest
-        of them can be rendered in time at the typical render time)."""
+        of them can be rendered in time at the typical render time); ``first``: the frame
+        the engine renders next (default: the next after those rendered; a restart's
+        anchor)."""
         frame = self.frame_samples
         newest = (self._captured - self.engine_delay_samples) // frame - 1
-        ready = newest - self._next_render + 1
+        ready = newest - (self._next_render if first is None else first) + 1
         estimate = self._render_estimate
         if ready <= 0 or estimate <= 0.0:
             return max(0, ready), max(0, ready)
@@ -872,19 +880,23 @@ class AvatarStream:
                 return ready, keep
         return ready, 0
 
-    def _work(self, ops: list[_Op], render: bool, calls: list[_Call[Any]]) -> list[RenderedFrame]:
-        """The worker thread: the only place the engine is used while the stream runs."""
+    def _work(
+        self, ops: list[_Op], render: bool, calls: list[_Call[Any]]
+    ) -> tuple[list[RenderedFrame], int]:
+        """The worker thread: the only place the engine is used while the stream runs.
+        Returns the frames rendered and how many ready frames were skipped before them."""
         engine = self.engine
         for call in calls:
             call.run(engine)
+        skipped = 0
         for op in ops:
             if op is None:
                 engine.reset()
             elif isinstance(op, int):
-                engine.drop_ready(keep=op)  # type: ignore[attr-defined]
+                skipped += int(engine.drop_ready(keep=op))  # type: ignore[attr-defined]
             elif len(op):
                 engine.push_audio(op, OUTPUT_RATE)
-        return engine.pull() if render else []
+        return (engine.pull() if render else []), skipped
 
     def _done(self, job: _Job) -> None:
         if self._job is job:
@@ -897,7 +909,7 @@ class AvatarStream:
             if not self._closed:
                 self._fail(error)
             return
-        frames = future.result()
+        frames, skipped = future.result()
         if frames:
             per_frame = (self.clock.now() - job.began) / len(frames)
             self._last_render = per_frame
@@ -905,7 +917,9 @@ class AvatarStream:
             self._render_estimate = per_frame if previous <= 0 else 0.7 * previous + 0.3 * per_frame
         if job.epoch == self._epoch:
             if job.anchor is not None:
-                self._anchor_index = self._next_render = job.anchor
+                # the engine restarted at the anchor: its first frame back is the anchor's,
+                # or a later one when the engine skipped the first (see _submit)
+                self._anchor_index = self._next_render = job.anchor + skipped
                 self._offset = None
             self._take_frames(frames, job)
         elif self._keep_before is not None and self._offset is not None:

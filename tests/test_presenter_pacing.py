@@ -383,3 +383,43 @@ def test_early_start_can_be_switched_off() -> None:
         assert one.start_pts is not None and one.start_pts >= input_at
 
     _run(body, config=StreamConfig(early_start=False))
+
+
+def test_an_early_start_behind_a_slow_engine_call_keeps_what_can_be_on_time() -> None:
+    """The engine call in flight when a ready source starts early takes 250 ms (more than
+    the render budget): the restart then renders only the frames that can still leave on
+    time, the newest, so lips follow the sound from as early as the engine allows and the
+    frames it shows have the speech of their own instant."""
+    tone = _tone(1.0, OUTPUT_RATE)
+    clock = VirtualClock(auto_advance=True)
+    slow = {"armed": False, "began": False}
+
+    def render(count: int) -> None:
+        if slow["armed"]:
+            slow["armed"], slow["began"] = False, True
+            clock.sleep_blocking(0.25)
+        clock.sleep_blocking(0.02 * count)
+
+    engine = FakeEngine(on_render=render, drop_ready=True)
+
+    async def body(stream: AvatarStream, clock: VirtualClock, recorder: Recorder) -> None:
+        await recorder.until(lambda r: len(r.frames) >= 30)
+        slow["armed"] = True
+        await recorder.until(lambda r: slow["began"])
+        one = stream.say(ArraySource(tone, OUTPUT_RATE, name="one"))
+        end = await one.wait()
+        assert one.start_pts is not None
+        await recorder.until(lambda r: len(r.events) == 2)
+        shown = {frame.index: frame.speaking > 0 for frame in recorder.frames}
+        # every frame shown has the speech of its own instant
+        for index, speaking in shown.items():
+            assert speaking == (one.start_pts <= index * F < end.pts), index
+        # The slow call ends ~270 ms after the say, 170 ms past the start frame's release: the
+        # frames due by then are lost, the restart renders the next ones on time (rendering
+        # everything from the start frame on, all of it came too late: the first speaking
+        # frame shown was the tenth, with 10 frames dropped).
+        first = min(index for index, speaking in shown.items() if speaking)
+        assert first - one.start_pts // F <= 6
+        assert stream.stats.frames_dropped <= 7 and stream.stats.render_skips >= 1
+
+    _run(body, engine=engine, clock=clock, config=StreamConfig(render_budget_ms=100))
