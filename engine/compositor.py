@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-
 FrameDetail = tuple[np.ndarray, np.ndarray, np.ndarray]
 """A frame region (float in [0, 1]), its low-pass and its fine detail (region - low-pass)."""
 
@@ -127,7 +126,7 @@ def paste(
     matrix = _opencv_matrix(shifted)
     roi_size = (right - left, bottom - top)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    colour = cv2.warpAffine(
+    colour: np.ndarray = cv2.warpAffine(  # float32, changed in place below
         rendered.astype(np.float32), matrix, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE
     )
     alpha = cv2.warpAffine(
