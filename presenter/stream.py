@@ -822,6 +822,8 @@ class AvatarStream:
                 # The worker was late to the restart (a call in flight took long): as below,
                 # only the frames that can still be on time are rendered.
                 self._counts["render_skips"] += 1
+                if keep == 0:
+                    self._render_estimate *= 0.5  # as below
                 ops.append(keep)  # the anchor moves on by the frames the engine skips
         elif self._pending:
             pcm = np.concatenate(self._pending)
@@ -921,6 +923,9 @@ class AvatarStream:
                 # or a later one when the engine skipped the first (see _submit)
                 self._anchor_index = self._next_render = job.anchor + skipped
                 self._offset = None
+            elif self._offset is None:
+                # no frame back since the restart yet, and the engine skipped more
+                self._anchor_index += skipped
             self._take_frames(frames, job)
         elif self._keep_before is not None and self._offset is not None:
             # made before an early start: its frames before the start are still right
