@@ -221,6 +221,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "rendered once at start and replayed at no cost, no look-ahead (D = 60 ms): the "
         "transport's own latency, for benchmarks",
     )
+    serve.add_argument(
+        "--nice",
+        type=int,
+        default=-5,
+        help="CPU priority of the server and its engine process, -20..19 (default: -5; below 0 "
+        "needs root or CAP_SYS_NICE, else the normal priority is kept)",
+    )
     _add_engine_options(serve, threads_help="threads (default: cores - 1)")
     say = commands.add_parser(
         "say",
@@ -332,7 +339,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     if voices.is_piper(args.voice):
         speaker.synthesize("Ready.")  # loads the voice now: its first sentence is not late
     from presenter.engine_process import render_budget_ms
+    from presenter.priority import set_nice
 
+    if not -20 <= args.nice <= 19:
+        raise PresenterError(f"--nice takes -20..19, not {args.nice}")
+    set_nice(args.nice)  # before the engine process and the threads: they inherit it
     # The engine runs in a process of its own (see presenter.engine_process); one core is
     # left to the event loop: the encoder, the network, the viewers.
     with _serve_engine(args) as engine:
