@@ -7,12 +7,12 @@ Pipeline per video frame ``t`` (25 fps, 640 samples of the engine's 16 kHz clock
       -> motion model (style code of the avatar) -> SilenceGate (rest on silence)
       -> generator (the avatar's loop frame crop with the lower face masked, the reference
          crop, the geometry map) -> compositor (paste into the full frame)
+      -> RenderedFrame(index t, pts = t * 640, RGB or yuv420p)
 
 The generator runs as its two parts (:mod:`engine.generator_parts`): the encoder reads only
 the loop frame's masked crop and the reference, so its feature maps are computed once per
 loop frame and kept (``EngineConfig.feature_cache_mb`` bounds them: 1.8 MB a loop frame for
 the shipped model, 268 MB for the default 6 s avatar); only the synthesis runs per frame.
-      -> RenderedFrame(index t, pts = t * 640, RGB or yuv420p)
 
 Timing is counted in samples of the engine clock (16 kHz). Frame ``t`` covers engine samples
 ``[t * 640, (t + 1) * 640)`` and can be rendered once ``(t + 1) * 640 + delay_samples``
