@@ -72,7 +72,10 @@ frames that call makes ready can still be rendered before their release, and dro
 others: with ``drop_ready(keep)`` on the engine (a small extension of the facade: drop the
 ready frames but the newest ``keep``, their indices used up) exactly those; without it, by
 ``engine.reset()`` at a frame boundary (which also restarts the engine's look-ahead, so more
-frames are lost). A frame not there at its release time is dropped; drops are logged at most
+frames are lost). A restart (an interruption, an early start) is planned the same way: when
+the worker comes to it late, only its newest frames that can still be on time are rendered,
+and the engine's frames are mapped by the count it reports skipped. A frame not there at its
+release time is dropped; drops are logged at most
 once per ``log_interval_s``. When the event loop itself stalls (the pacing is more than
 ``reanchor_after_ms`` late), the schedule is re-anchored on the present instead of bursting
 to catch up; pts stay contiguous.
