@@ -41,9 +41,8 @@ def feature_bytes(config: GeneratorConfig) -> int:
     return 4 * sum(c * h * w for c, h, w in feature_shapes(config))
 
 
-class GeneratorEncoder(nn.Module):
-    """``(masked_target, reference) -> feature maps`` of ``generator`` (see
-    :meth:`AvatarGenerator.encode`)."""
+class _GeneratorPart(nn.Module):
+    """A part of ``generator``, sharing its parameters."""
 
     def __init__(self, generator: AvatarGenerator) -> None:
         super().__init__()
@@ -52,6 +51,11 @@ class GeneratorEncoder(nn.Module):
     @property
     def config(self) -> GeneratorConfig:
         return self.generator.config
+
+
+class GeneratorEncoder(_GeneratorPart):
+    """``(masked_target, reference) -> feature maps`` of ``generator`` (see
+    :meth:`AvatarGenerator.encode`)."""
 
     def forward(
         self, masked_target: torch.Tensor, reference: torch.Tensor
@@ -59,17 +63,9 @@ class GeneratorEncoder(nn.Module):
         return self.generator.encode(masked_target, reference)
 
 
-class GeneratorSynthesis(nn.Module):
+class GeneratorSynthesis(_GeneratorPart):
     """``(*feature maps, geometry_map, coefficients) -> (crop, mask)`` of ``generator`` (see
     :meth:`AvatarGenerator.synthesize`)."""
-
-    def __init__(self, generator: AvatarGenerator) -> None:
-        super().__init__()
-        self.generator = generator
-
-    @property
-    def config(self) -> GeneratorConfig:
-        return self.generator.config
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         count = len(self.config.resolutions)
