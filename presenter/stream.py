@@ -824,9 +824,7 @@ class AvatarStream:
             if keep < ready and self._can_drop:
                 # The worker was late to the restart (a call in flight took long): as below,
                 # only the frames that can still be on time are rendered.
-                self._counts["render_skips"] += 1
-                if keep == 0:
-                    self._render_estimate *= 0.5  # as below
+                self._skipping(keep)
                 ops.append(keep)  # the anchor moves on by the frames the engine skips
         elif self._pending:
             pcm = np.concatenate(self._pending)
@@ -835,9 +833,7 @@ class AvatarStream:
             ready, keep = self._render_plan()
             if keep < ready:
                 # Some ready frames could not be on time: drop them rather than fall behind.
-                self._counts["render_skips"] += 1
-                if keep == 0:
-                    self._render_estimate *= 0.5  # try again soon: the load may have eased
+                self._skipping(keep)
                 if self._can_drop:
                     ops = [pcm, keep]
                     self._next_render += ready - keep
@@ -862,6 +858,13 @@ class AvatarStream:
         self._job = job
         self.clock.hold(future)
         future.add_done_callback(lambda _: self._done(job))
+
+    def _skipping(self, keep: int) -> None:
+        """A call renders only the newest ``keep`` of its ready frames: counted; with none
+        kept the estimate is halved, to try again soon (the load may have eased)."""
+        self._counts["render_skips"] += 1
+        if keep == 0:
+            self._render_estimate *= 0.5
 
     def _render_plan(self, first: int | None = None) -> tuple[int, int]:
         """(frames the engine will have ready after the pending push, how many of the newest
