@@ -85,9 +85,10 @@ from engine.backends import (
     input_shapes,
 )
 from engine.backends.base import one_line
-from engine.data.prep.crop import crop_transforms
-from engine.facade import STAGES, AvatarEngine, EngineConfig, RenderedFrame, model_crop
+from engine.facade import AvatarEngine, EngineConfig, model_crop
+from engine.frames import STAGES, RenderedFrame
 from engine.face3d import canonical_template
+from engine.face_crop import crop_transforms
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 

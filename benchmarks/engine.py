@@ -32,7 +32,8 @@ import torch
 from engine.audio import resample
 from engine.avatar import default_avatar
 from engine.avatar_model import load_avatar_model
-from engine.facade import STAGES, AvatarEngine, EngineConfig, model_crop
+from engine.facade import AvatarEngine, EngineConfig, model_crop
+from engine.frames import STAGES
 from engine.speech.espeak import EspeakVoice
 
 log = logging.getLogger(__name__)

@@ -63,7 +63,7 @@ from engine.data.prep.dataset import (
     read_header,
     read_track,
 )
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import composite, lower_face_region, mask_lower_face
 from engine.silence_gate import mel_energy
 from engine.speech.phonemes import SILENCE
@@ -396,7 +396,7 @@ def select_clips(data: Path, voice: str) -> list[ClipEntry]:
     if voice != "all":
         heldout = [c for c in heldout if f":{voice}:" in f"{c.meta.get('voice', '')}:"]
     if not heldout:
-        raise PresenterError(
+        raise EngineError(
             f"{data} has no held-out clips{'' if voice == 'all' else f' of voice {voice!r}'}"
         )
     return heldout
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(
             args.model, args.data, voice=args.voice, out=args.out, max_clips=args.max_clips
         )
-    except PresenterError as exc:
+    except EngineError as exc:
         print(f"error: {exc}")  # noqa: T201
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

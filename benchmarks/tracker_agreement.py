@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.prep.dataset import clip_dir, read_header, read_track
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import LIPS, LIPS_INNER, LIPS_OUTER
 from engine.speech.phonemes import PHONE_TO_VISEME, VISEMES, phone_per_frame
 
@@ -36,7 +36,7 @@ def measure(data_dir: Path) -> dict[str, object]:
     outer_all, inner_all, per_frame_all = [], [], []
     clips = [clip for clip in header.clips if clip.has_ground_truth]
     if not clips:
-        raise PresenterError(
+        raise EngineError(
             f"{data_dir} has no clips with rig ground truth (make it from a `data synth` corpus)"
         )
     for clip in clips:

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 
 def decode_mono(
@@ -18,7 +18,7 @@ def decode_mono(
     averaged) at the stream's own rate, and the time of its first sample (None if the
     stream does not say)."""
     if not container.streams.audio:
-        raise PresenterError(f"{path} has no audio stream")
+        raise EngineError(f"{path} has no audio stream")
     stream = container.streams.audio[0]
     converter = av.AudioResampler(format="fltp")  # keeps the source layout and rate
     chunks: list[np.ndarray] = []
@@ -34,9 +34,9 @@ def decode_mono(
         for converted in converter.resample(None):
             chunks.append(converted.to_ndarray().mean(axis=0))
     except av.FFmpegError as exc:
-        raise PresenterError(f"the audio of {path} is damaged ({exc}); re-export it") from exc
+        raise EngineError(f"the audio of {path} is damaged ({exc}); re-export it") from exc
     if not chunks or rate <= 0:
-        raise PresenterError(f"{path} has an empty audio stream")
+        raise EngineError(f"{path} has an empty audio stream")
     return np.concatenate(chunks).astype(np.float32), rate, start_time
 
 
@@ -44,11 +44,11 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """The first audio stream as mono float32 at its own sample rate (channels averaged)."""
     path = Path(path)
     if not path.is_file():
-        raise PresenterError(f"audio file {path} does not exist")
+        raise EngineError(f"audio file {path} does not exist")
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise PresenterError(f"cannot read {path} as audio ({exc})") from exc
+        raise EngineError(f"cannot read {path} as audio ({exc})") from exc
     with container:
         audio, rate, _ = decode_mono(container, path)
     return audio, rate

@@ -3,7 +3,7 @@
 An avatar is what the engine speaks *through*: a short idle loop of full frames (blinks,
 a slight head motion, mouth closed) played back and forth, so that the picture stays alive
 through speech and silence alike, and for every loop frame the similarity transform that
-cuts the stabilised face crop the generator was trained on (:mod:`engine.data.prep.crop`,
+cuts the stabilised face crop the generator was trained on (:mod:`engine.face_crop`,
 the layout of the model's training data). The generator re-renders the lower face inside
 that crop; :mod:`engine.compositor` pastes it back.
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.data.prep.crop import CropConfig, crop_transforms, warp_crop
-from engine.errors import PresenterError
+from engine.errors import EngineError
+from engine.face_crop import CropConfig, crop_transforms, warp_crop
 
 DEFAULT_AVATAR = "default"
 DEFAULT_SUBJECT = "default-avatar"
@@ -87,7 +87,7 @@ def avatar_from_frames(
 ) -> Avatar:
     """An avatar from a loop of frames and their (N, 478, >=2) landmarks in pixels."""
     if len(frames) != len(landmarks) or len(frames) == 0:
-        raise PresenterError("an avatar needs at least one frame and landmarks for each")
+        raise EngineError("an avatar needs at least one frame and landmarks for each")
     matrices = crop_transforms(landmarks, np.ones(len(frames), dtype=bool), crop)
     return Avatar(
         name=name,
@@ -127,4 +127,4 @@ def load_avatar(name: str = DEFAULT_AVATAR, *, crop: CropConfig | None = None) -
     """An avatar by name (``default``: the shipped portrait's idle loop)."""
     if name == DEFAULT_AVATAR:
         return default_avatar(crop=crop)
-    raise PresenterError(f"no avatar {name!r}; available: {DEFAULT_AVATAR}")
+    raise EngineError(f"no avatar {name!r}; available: {DEFAULT_AVATAR}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import LoadedGenerator, load_generator
 from engine.motion import MotionCheckpoint, load_motion_checkpoint
 from engine.weights import presenter_home
@@ -46,7 +46,7 @@ def model_folder(name: str | Path = DEFAULT_MODEL) -> Path:
     for folder in candidates:
         if (folder / MOTION_FILE).is_file() and (folder / GENERATOR_FILE).is_file():
             return folder
-    raise PresenterError(
+    raise EngineError(
         f"no avatar model {str(name)!r}: a model is a folder with {MOTION_FILE} and "
         f"{GENERATOR_FILE}; shipped: {', '.join(shipped_model_names()) or 'none'}"
     )
@@ -67,7 +67,7 @@ class AvatarModel:
 
     def style(self, subject: str) -> np.ndarray:
         if subject not in self.motion.styles:
-            raise PresenterError(
+            raise EngineError(
                 f"model {self.name!r} has no style for {subject!r}; it knows {self.subjects}"
             )
         return self.motion.styles[subject]
@@ -79,7 +79,7 @@ def load_avatar_model(name: str | Path = DEFAULT_MODEL) -> AvatarModel:
     motion = load_motion_checkpoint(folder / MOTION_FILE)
     generator = load_generator(folder / GENERATOR_FILE)
     if not motion.basis.same_as(generator.basis):
-        raise PresenterError(
+        raise EngineError(
             f"{folder}: the motion model and the generator use different dynamics bases "
             "(train both on the same prepared dataset)"
         )

@@ -20,7 +20,7 @@ The generator renders the crop at its own size ``g`` (the stabilised face crop o
    left out where the mouth moved (lips, teeth, the opened jaw), so nothing ghosts;
 4. blends: ``frame * (1 - m) + crop * m``.
 
-Coordinates follow :func:`engine.data.prep.crop.warp_crop`: matrices map frame to crop in
+Coordinates follow :func:`engine.face_crop.warp_crop`: matrices map frame to crop in
 the corner convention (pixel ``(row, col)`` covers ``[col, col + 1)``); OpenCV samples at
 pixel centres, accounted for here.
 """

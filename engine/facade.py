@@ -7,7 +7,7 @@ Pipeline per video frame ``t`` (25 fps, 640 samples of the engine's 16 kHz clock
       -> motion model (style code of the avatar) -> SilenceGate (rest on silence)
       -> generator (the avatar's loop frame crop with the lower face masked, the reference
          crop, the geometry map) -> compositor (paste into the full frame)
-      -> RenderedFrame(index t, pts = t * 640, RGB or yuv420p)
+      -> RenderedFrame(index t, RGB or yuv420p)
 
 The generator runs as its two parts (:mod:`engine.generator_parts`): the encoder reads only
 the loop frame's masked crop and the reference, so its feature maps are computed once per
@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, overload
+from typing import overload
 
 import cv2
 import numpy as np
@@ -53,8 +53,16 @@ from engine.backends import (
     input_shapes,
 )
 from engine.compositor import CompositorConfig, FrameDetail, paste
-from engine.data.prep.crop import CropConfig
-from engine.errors import PresenterError
+from engine.errors import EngineError
+from engine.frames import (
+    ENGINE_TIMELINE,
+    OUTPUT_FORMATS,
+    STAGES,
+    OutputFormat,
+    RenderedFrame,
+    Timeline,
+)
+from engine.face_crop import CropConfig
 from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis, feature_bytes
 from engine.motion import MotionTransformer
@@ -64,17 +72,11 @@ from engine.streaming_resample import StreamingResampler
 
 log = logging.getLogger(__name__)
 
-ENGINE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = ENGINE_RATE // FPS
-
-OutputFormat = Literal["rgb24", "yuv420p"]
 Driver = Callable[[int], "np.ndarray | None"]
 """A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
 (or None to keep the audio's)."""
 
 
-STAGES = ("features", "motion", "geometry", "generator", "compositing", "colour")
 
 
 class StageTimes:
@@ -128,24 +130,8 @@ class EngineConfig:
             raise ValueError(f"feature_cache_mb must be >= 0, got {self.feature_cache_mb}")
         if self.batch < 1:
             raise ValueError(f"batch must be at least 1, got {self.batch}")
-        if self.output not in ("rgb24", "yuv420p"):
+        if self.output not in OUTPUT_FORMATS:
             raise ValueError(f"output must be rgb24 or yuv420p, got {self.output!r}")
-
-
-@dataclass(frozen=True)
-class RenderedFrame:
-    index: int  # frame number on the engine clock
-    pts: int  # first engine sample (16 kHz) the frame covers: index * 640
-    image: np.ndarray  # (H, W, 3) uint8 RGB, or (H * 3 / 2, W) uint8 yuv420p (I420)
-    speaking: float  # the silence gate's weight: 0 at rest, 1 speaking
-    format: OutputFormat = "rgb24"
-    # ms per stage (STAGES) of the pull() that rendered it, shared by that pull's frames
-    # (the features of the audio pushed since the pull before included); empty: not measured
-    stages_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def seconds(self) -> float:
-        return self.pts / ENGINE_RATE
 
 
 def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
@@ -174,7 +160,7 @@ class AvatarEngine:
         crop = model_crop(self.model)
         self.avatar = avatar or default_avatar(crop=crop)
         if self.avatar.crop != crop:
-            raise PresenterError(
+            raise EngineError(
                 f"avatar {self.avatar.name!r} is cut as {self.avatar.crop}, the model was "
                 f"trained on crops cut as {crop}"
             )
@@ -244,12 +230,12 @@ class AvatarEngine:
 
     # -- timing ---------------------------------------------------------------------------
     @property
-    def sample_rate(self) -> int:
-        return ENGINE_RATE
+    def kind(self) -> str:
+        return "model"
 
     @property
-    def samples_per_frame(self) -> int:
-        return SAMPLES_PER_FRAME
+    def timeline(self) -> Timeline:
+        return ENGINE_TIMELINE
 
     @property
     def delay_samples(self) -> int:
@@ -273,22 +259,22 @@ class AvatarEngine:
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Mono PCM (float in [-1, 1] or int16) at any rate; any chunk size."""
         if np.ndim(pcm) != 1:
-            raise PresenterError(f"audio must be mono (1-D), got shape {np.shape(pcm)}")
+            raise EngineError(f"audio must be mono (1-D), got shape {np.shape(pcm)}")
         try:
             samples = pcm_to_float(pcm)
         except ValueError as exc:
-            raise PresenterError(str(exc)) from exc
+            raise EngineError(str(exc)) from exc
         if not np.all(np.isfinite(samples)):
-            raise PresenterError("audio contains NaN or infinite samples")
+            raise EngineError("audio contains NaN or infinite samples")
         if self._resampler is None or self._resampler.rate_in != sample_rate:
             if self._resampler is not None and self._resampler.samples_in > 0:
-                raise PresenterError(
+                raise EngineError(
                     f"the stream's rate is {self._resampler.rate_in} Hz, got {sample_rate} Hz; "
                     "flush() or reset() before changing rates"
                 )
             if sample_rate <= 0:
-                raise PresenterError(f"sample rate must be positive, got {sample_rate}")
-            self._resampler = StreamingResampler(int(sample_rate), ENGINE_RATE)
+                raise EngineError(f"sample rate must be positive, got {sample_rate}")
+            self._resampler = StreamingResampler(int(sample_rate), self.timeline.rate)
         began = time.perf_counter()
         self._take(self._frontend.push(self._resampler.push(samples)).windows)
         self.times.add("features", began)
@@ -325,12 +311,12 @@ class AvatarEngine:
         elif code is not None:
             values = np.asarray(code, dtype=np.float32)
             if values.shape != (motion.config.style_dim,):
-                raise PresenterError(f"a style code has shape ({motion.config.style_dim},)")
+                raise EngineError(f"a style code has shape ({motion.config.style_dim},)")
             self._style = values
         elif reference is not None:
             values = np.asarray(reference, dtype=np.float32)
             if values.ndim != 2 or values.shape[1] != motion.config.num_coefficients:
-                raise PresenterError(
+                raise EngineError(
                     f"reference dynamics must be (T, {motion.config.num_coefficients})"
                 )
             with torch.inference_mode():
@@ -430,7 +416,6 @@ class AvatarEngine:
             out.append(
                 RenderedFrame(
                     index=index,
-                    pts=index * SAMPLES_PER_FRAME,
                     image=image,
                     speaking=float(weights[row]),
                     format=self.config.output,
@@ -521,6 +506,12 @@ class AvatarEngine:
             self._idle_images[loop] = image
         self.times.take_ms(0)  # not the cost of the frames pulled next
         return len(missing)
+
+    def close(self) -> None:
+        """Free the kept feature maps and frames (the engine is not used afterwards)."""
+        self._features.clear()
+        self._idle_images.clear()
+        self._paste_cache.clear()
 
 
 def _support_box(config: GeneratorConfig) -> tuple[int, int, int, int]:

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.geometry_map import CHANNEL_NAMES, GEOMETRY_CHANNELS, CropProjection, GeometryMapper
 from engine.weights import load_checkpoint, save_checkpoint
@@ -553,7 +553,7 @@ class LoadedGenerator:
 
     def mapper(self, subject: str) -> GeometryMapper:
         if subject not in self.projections:
-            raise PresenterError(
+            raise EngineError(
                 f"the generator knows subjects {sorted(self.projections)}, not {subject!r}"
             )
         return GeometryMapper(
@@ -607,7 +607,7 @@ def load_generator(path: str | Path) -> LoadedGenerator:
     """Read a checkpoint written by :func:`save_generator`; the network is in eval mode."""
     tensors, header = load_checkpoint(Path(path))
     if header.get("kind") != CHECKPOINT_KIND:
-        raise PresenterError(f"{path} is not an avatar generator checkpoint")
+        raise EngineError(f"{path} is not an avatar generator checkpoint")
     generator = AvatarGenerator(GeneratorConfig.from_dict(header["generator"]))
     state = {
         k.removeprefix("generator."): v for k, v in tensors.items() if k.startswith("generator.")

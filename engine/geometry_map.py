@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from engine.data.prep.dataset import TRACK_NAME, clip_dir, read_basis, read_header, read_track
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import LIPS_INNER, LIPS_OUTER, DynamicsBasis
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def fit_subject_projections(
             )
             frames += int(valid.sum())
         if frames == 0:
-            raise PresenterError(
+            raise EngineError(
                 f"subject {subject!r} has no valid tracked frames in {root}; prepare the "
                 "dataset again with video where one face is visible"
             )

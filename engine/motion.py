@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.weights import load_checkpoint, save_checkpoint
 
@@ -515,7 +515,7 @@ def load_motion_checkpoint(path: Path) -> MotionCheckpoint:
     """A checkpoint written by :func:`save_motion_checkpoint`; the model is in eval mode."""
     tensors, header = load_checkpoint(Path(path))
     if header.get("kind") != CHECKPOINT_KIND or "motion_config" not in header:
-        raise PresenterError(f"{path} is not a motion model checkpoint")
+        raise EngineError(f"{path} is not a motion model checkpoint")
     config = MotionConfig.from_dict(header["motion_config"])
     model = MotionModel(config)
     state = {
@@ -526,7 +526,7 @@ def load_motion_checkpoint(path: Path) -> MotionCheckpoint:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise PresenterError(f"{path} does not match its motion config: {exc}") from exc
+        raise EngineError(f"{path} does not match its motion config: {exc}") from exc
     model.eval()
     arrays = {
         name[len(BASIS_PREFIX) :]: value.numpy()

@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.audio_file import read_audio
-from engine.facade import FPS, AvatarEngine
+from engine.facade import AvatarEngine
+from engine.frames import FPS
 from engine.video_file import write_mp4
 
 log = logging.getLogger(__name__)

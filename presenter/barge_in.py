@@ -40,8 +40,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.errors import PresenterError
 from engine.streaming_resample import StreamingResampler
+from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import AudioChunk
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class BargeIn:
             detector = await asyncio.to_thread(
                 SpeechDetector, self.config, make_model=self._make_model
             )
-        except PresenterError as exc:
+        except USER_ERRORS as exc:
             log.warning("viewer %d: no barge-in: %s", viewer, exc)
         try:
             async for chunk in microphone:
@@ -297,7 +297,7 @@ class BargeIn:
                     continue
                 try:
                     onsets = detector.push(chunk.pcm, chunk.sample_rate)
-                except PresenterError as exc:
+                except USER_ERRORS as exc:
                     refused += 1
                     if refused == 1:
                         log.warning("viewer %d: microphone chunk skipped: %s", viewer, exc)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import PresenterError
 from engine.speech.voices import VoiceBook
+from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
 from presenter.sources.tts import TtsSource
 from presenter.stream import AvatarStream, Playback, StreamClosed
@@ -129,7 +129,7 @@ class PresenterBot:
         chosen = voice or self.voice
         try:
             sources = [self._make_tts(sentence, chosen, rate) for sentence in sentences]
-        except PresenterError as exc:  # e.g. an unknown voice
+        except USER_ERRORS as exc:  # e.g. an unknown voice
             raise ControlError(str(exc)) from exc
         utterance = _Utterance(next(self._ids), text, [])
         for source in sources:
@@ -157,7 +157,7 @@ class PresenterBot:
             raise ControlError("this engine has no speaking styles to choose from")
         try:
             name = await self.stream.run_on_engine(lambda engine: engine_set_style(*arguments))
-        except PresenterError as exc:  # e.g. a subject the model does not know, a bad shape
+        except USER_ERRORS as exc:  # e.g. a subject the model does not know, a bad shape
             raise ControlError(str(exc)) from exc
         self.style = str(name)
         return self.style

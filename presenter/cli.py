@@ -1,6 +1,6 @@
 """Command line: ``python -m presenter <command> ...``.
 
-Logging is configured here and only here. Errors a user can hit (``PresenterError``) are
+Logging is configured here and only here. Errors a user can hit (``USER_ERRORS``) are
 printed as one line, without a traceback, and exit with status 2.
 """
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import PresenterError
+from presenter.errors import USER_ERRORS, PresenterError
 
 if TYPE_CHECKING:
     from engine.speech.voices import VoiceBook
@@ -625,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_say(args)
         if args.command == "style":
             return _run_style(args)
-    except PresenterError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:

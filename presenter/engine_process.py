@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import PresenterError
+from presenter.errors import PresenterError
 
 if TYPE_CHECKING:
-    from engine.facade import AvatarEngine, OutputFormat, RenderedFrame
+    from engine.facade import AvatarEngine
+    from engine.frames import OutputFormat, RenderedFrame
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _child(recipe: EngineRecipe, conn: Connection, level: int) -> None:
     try:
         engine = build_engine(recipe)
         frame_ms = warm_up(engine)
-        conn.send(("ready", engine.sample_rate, engine.samples_per_frame, frame_ms))
+        conn.send(("ready", engine.timeline.rate, engine.timeline.frame_samples, frame_ms))
     except BaseException as exc:
         conn.send(("error", _picklable(exc)))
         return

@@ -44,11 +44,11 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from engine.errors import PresenterError
 from engine.speech.voices import VoiceBook
 from presenter.barge_in import BargeIn
 from presenter.bot import PresenterBot
 from presenter.clock import Clock, RealClock
+from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE
 from presenter.sources.base import AudioSource
 from presenter.sources.browser_mic import BrowserMicSource
@@ -364,7 +364,7 @@ class Presenter:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             await self.disconnect(viewer)
-            if isinstance(exc, PresenterError):
+            if isinstance(exc, USER_ERRORS):
                 raise
             raise PresenterError(f"cannot answer the offer: {exc}") from exc
         log.info("viewer %d: answered (%d watching)", viewer.id, len(self.viewers))

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.errors import PresenterError
-from engine.facade import STAGES, OutputFormat, RenderedFrame
+from engine.frames import STAGES, OutputFormat, RenderedFrame
+from presenter.errors import PresenterError
 
 if TYPE_CHECKING:
     from presenter.stream import StreamEngine
@@ -74,7 +74,7 @@ class PrerenderedEngine:
         format), rendered now in one call; ``engine`` is reset before and after."""
         if frames <= 0:
             raise PresenterError(f"frames must be positive, got {frames}")
-        rate, step = engine.sample_rate, engine.samples_per_frame
+        rate, step = engine.timeline.rate, engine.timeline.frame_samples
         engine.reset()
         engine.push_audio(np.zeros(0, np.float32), rate)
         silence = frames * step + engine.delay_samples + step

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from engine.errors import PresenterError
+from presenter.errors import USER_ERRORS, PresenterError
 from presenter.live import Presenter, Viewer
 from presenter.media import SegmentEnd, SegmentEvent, SegmentStart
 from presenter.stream import StreamClosed
@@ -181,7 +181,7 @@ class PresenterServer:
             utterance = self.presenter.bot.say(
                 body.get("text"), voice=body.get("voice"), rate=body.get("rate")
             )
-        except PresenterError as exc:
+        except USER_ERRORS as exc:
             raise _refuse(400, str(exc)) from exc
         return web.json_response({"utterance": utterance})
 
@@ -196,7 +196,7 @@ class PresenterServer:
         )
         try:
             style = await self.presenter.bot.set_style(body)
-        except PresenterError as exc:
+        except USER_ERRORS as exc:
             raise _refuse(400, str(exc)) from exc
         return web.json_response({"style": style})
 
@@ -346,7 +346,7 @@ class _PageSession:
                 await self._control(kind, message)
             else:
                 await self._error(f"unknown message type {kind!r}")
-        except PresenterError as exc:
+        except USER_ERRORS as exc:
             await self._error(str(exc))
 
     async def _auth(self, message: dict[str, Any]) -> None:

@@ -111,10 +111,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from engine.errors import PresenterError
-from engine.facade import RenderedFrame
+from engine.frames import RenderedFrame
 from engine.streaming_resample import StreamingResampler
 from presenter.clock import Clock, RealClock
+from presenter.errors import PresenterError
 from presenter.media import (
     CHUNK_SAMPLES,
     OUTPUT_RATE,
@@ -506,11 +506,11 @@ class AvatarStream:
         self.engine = engine
         self.clock: Clock = clock or RealClock()
         self.config = config or StreamConfig()
-        rate = engine.sample_rate
-        frame = engine.samples_per_frame * OUTPUT_RATE
+        rate = engine.timeline.rate
+        frame = engine.timeline.frame_samples * OUTPUT_RATE
         if frame % rate or (frame // rate) % CHUNK_SAMPLES:
             raise PresenterError(
-                f"a video frame of {engine.samples_per_frame} samples at {rate} Hz is not a "
+                f"a video frame of {engine.timeline.frame_samples} samples at {rate} Hz is not a "
                 f"whole number of {CHUNK_SAMPLES}-sample chunks at {OUTPUT_RATE} Hz"
             )
         self.frame_samples = frame // rate  # F: output samples per video frame (1920)

@@ -34,7 +34,7 @@ import numpy as np
 
 EVENTS = ("input", "submitted", "rendered", "released", "encoded", "sent_first", "sent_last")
 STAGES = ("features", "motion", "generator", "composite", "colour")
-# the engine's stage names (engine.facade.STAGES) -> the trace's
+# the engine's stage names (engine.frames.STAGES) -> the trace's
 ENGINE_STAGES = {
     "features": "features",
     "motion": "motion",

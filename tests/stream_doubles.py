@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from engine.facade import RenderedFrame
+from engine.frames import RenderedFrame
 from engine.streaming_resample import StreamingResampler
 from presenter.clock import Clock
 from presenter.media import AudioChunk, SegmentEvent, VideoOut

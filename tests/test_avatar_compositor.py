@@ -8,8 +8,8 @@ import pytest
 
 from engine.avatar import Avatar, default_avatar, load_avatar
 from engine.compositor import CompositorConfig, colour_offset, paste
-from engine.data.prep.crop import CropConfig
-from engine.errors import PresenterError
+from engine.errors import EngineError
+from engine.face_crop import CropConfig
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_default_avatar_loop_and_crops(avatar: Avatar) -> None:
     assert not avatar.frames.flags.writeable
     # The loop moves (idle head motion) but stays the same face.
     assert 0 < np.abs(avatar.frames[0].astype(int) - avatar.frames[9].astype(int)).mean() < 20
-    with pytest.raises(PresenterError, match="available: default"):
+    with pytest.raises(EngineError, match="available: default"):
         load_avatar("someone-else")
     with pytest.raises(ValueError):
         avatar.loop_index(-1)

@@ -15,7 +15,7 @@ from engine.avatar_model import (
     model_folder,
     shipped_model_names,
 )
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.generator import export_onnx as export_generator
 from engine.generator import save_generator
@@ -39,9 +39,9 @@ def test_default_model_is_shipped_small_and_consistent() -> None:
 
 
 def test_unknown_model_names_what_is_shipped(tmp_path) -> None:
-    with pytest.raises(PresenterError, match=r"shipped: .*default"):
+    with pytest.raises(EngineError, match=r"shipped: .*default"):
         model_folder("no-such-model")
-    with pytest.raises(PresenterError, match="no avatar model"):
+    with pytest.raises(EngineError, match="no avatar model"):
         load_avatar_model(tmp_path)
 
 
@@ -58,7 +58,7 @@ def test_parts_trained_on_different_bases_are_refused(tmp_path) -> None:
         projections=model.generator.projections,
         training={},
     )
-    with pytest.raises(PresenterError, match="different dynamics bases"):
+    with pytest.raises(EngineError, match="different dynamics bases"):
         load_avatar_model(tmp_path)
 
 

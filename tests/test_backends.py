@@ -29,7 +29,7 @@ from engine.backends import (
     input_shapes,
     weights_digest,
 )
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import AvatarGenerator
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionConfig, MotionModel, MotionTransformer
@@ -285,7 +285,7 @@ def test_tensorrt_says_in_one_line_why_it_cannot_run_here(device: str) -> None:
     with pytest.raises(BackendError) as caught:
         create_backend("tensorrt", model, shapes=input_shapes(model), device=device)
     message = str(caught.value)
-    assert isinstance(caught.value, PresenterError)
+    assert isinstance(caught.value, EngineError)
     assert message
     assert "\n" not in message
     assert "CUDA" in message or "torch-tensorrt" in message

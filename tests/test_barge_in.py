@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.errors import PresenterError
 from engine.speech.espeak import EspeakVoice
 from presenter.barge_in import BargeIn, DetectorConfig, SpeechDetector, SpeechOnset
 from presenter.bot import PresenterBot
+from presenter.errors import PresenterError
 from presenter.live import Presenter, PresenterConfig, SourceSpec
 from presenter.media import AudioChunk
 from presenter.stream import AvatarStream

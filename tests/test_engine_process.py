@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import PresenterError
 from engine.speech.espeak import EspeakVoice
 from presenter.engine_process import EngineProcess, EngineRecipe, build_engine, render_budget_ms
+from presenter.errors import PresenterError
 
 
 def test_render_budget_follows_the_measured_render_time() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.errors import PresenterError
-from engine.facade import SAMPLES_PER_FRAME, RenderedFrame
+from engine.errors import EngineError
+from engine.frames import SAMPLES_PER_FRAME, RenderedFrame
 from engine.speech.espeak import EspeakVoice
 from tests.conftest import EngineParts, ShippedBackends
 
@@ -50,7 +50,7 @@ def test_streaming_equals_offline_for_any_chunking(parts, speech) -> None:
     offline = _render(parts, audio, rate, None)
     expected_frames = int(np.ceil(np.ceil(len(audio) * 16000 / rate) / SAMPLES_PER_FRAME))
     assert len(offline) == expected_frames
-    assert [f.pts for f in offline] == [i * SAMPLES_PER_FRAME for i in range(expected_frames)]
+    assert [f.index for f in offline] == list(range(expected_frames))
     assert offline[0].image.shape == (*parts.avatar.frame_size, 3)
     assert max(f.speaking for f in offline) == 1.0
     for chunk_ms in (10, 20, 37, 500):
@@ -100,12 +100,12 @@ def test_yuv_output_and_bad_input(parts) -> None:
     frame = engine.pull()[0]
     height, width = avatar.frame_size
     assert frame.image.shape == (height * 3 // 2, width) and frame.format == "yuv420p"
-    with pytest.raises(PresenterError, match="mono"):
+    with pytest.raises(EngineError, match="mono"):
         engine.push_audio(np.zeros((2, 100), np.float32), 16000)
-    with pytest.raises(PresenterError, match="NaN"):
+    with pytest.raises(EngineError, match="NaN"):
         engine.push_audio(np.array([0.0, np.nan], np.float32), 16000)
     engine.push_audio(np.zeros(100, np.float32), 16000)
-    with pytest.raises(PresenterError, match="flush"):
+    with pytest.raises(EngineError, match="flush"):
         engine.push_audio(np.zeros(100, np.float32), 48000)
     assert engine.delay_samples > 0
 
@@ -120,7 +120,7 @@ def test_style_and_driver_hooks(parts, speech) -> None:
     engine.flush()
     styled = engine.pull()
     assert _max_difference(styled, baseline) > 5  # another style moves the mouth otherwise
-    with pytest.raises(PresenterError, match="style code"):
+    with pytest.raises(EngineError, match="style code"):
         engine.set_style(code=np.zeros(3, np.float32))
 
     # A driver that holds the face at the model's rest pose: speech no longer opens it.

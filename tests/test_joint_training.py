@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.data.prep.dataset import read_basis
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import load_generator
 from engine.motion import MotionConfig, load_motion_checkpoint
 from engine.silence_gate import SilenceGate, rest_coefficients
@@ -161,7 +161,7 @@ def test_joint_stage_refuses_missing_checkpoints(small_dataset, trained, tmp_pat
         motion=motion_path,
         generator=tmp_path / "missing.safetensors",
     )
-    with pytest.raises(PresenterError, match="no generator checkpoint"):
+    with pytest.raises(EngineError, match="no generator checkpoint"):
         train_joint(config)
     with pytest.raises(ValueError, match="predicted_fraction"):
         replace(config, predicted_fraction=1.5)

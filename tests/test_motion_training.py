@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.data.prep.dataset import read_basis, read_header
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.motion import MotionConfig, MotionModel, load_motion_checkpoint
 from engine.train.motion import (
     LOG_NAME,
@@ -189,5 +189,5 @@ def test_training_learns_resumes_exactly_and_reloads(
     # A different model cannot resume from this state.
     other = _config(dataset, resumed_dir, k, 3 * STEPS)
     assert other.model is not None
-    with pytest.raises(PresenterError, match="another model config"):
+    with pytest.raises(EngineError, match="another model config"):
         train_motion(replace(other, model=replace(other.model, width=64)))

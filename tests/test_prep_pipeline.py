@@ -21,7 +21,6 @@ from safetensors.numpy import save_file
 from skimage.data import astronaut
 
 from engine.audio import MelConfig
-from engine.data.prep.crop import CropConfig, crop_layout, crop_transforms, transform_points
 from engine.data.prep.dataset import (
     BASIS_NAME,
     CROPS_NAME,
@@ -36,7 +35,7 @@ from engine.data.prep.dataset import (
 )
 from engine.data.prep.pipeline import fill_tracking_gaps, heldout_by_name, prepare
 from engine.data.prep.video import FrameRateSummary, decode_audio, iter_frames, probe_video
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import (
     LIPS,
     LIPS_INNER,
@@ -51,6 +50,7 @@ from engine.face3d import (
     inter_ocular_distance,
     mouth_opening,
 )
+from engine.face_crop import CropConfig, crop_layout, crop_transforms, transform_points
 from engine.tracking import FaceTracker
 
 FACE_CENTRE = (225.0, 125.0)  # of the astronaut photograph, in pixels
@@ -318,18 +318,18 @@ def test_video_without_audio_is_a_clear_error(tmp_path: Path) -> None:
     silent = tmp_path / "silent.mp4"
     frames, _ = _jittered_frames(5, seed=4)
     _write_video(silent, frames, audio=None)
-    with pytest.raises(PresenterError, match=r"silent\.mp4 has no audio track; "):
+    with pytest.raises(EngineError, match=r"silent\.mp4 has no audio track; "):
         decode_audio(silent)
-    with pytest.raises(PresenterError, match=r"no usable clip.*has no audio track"):
+    with pytest.raises(EngineError, match=r"no usable clip.*has no audio track"):
         prepare([silent], tmp_path / "out", workers=1)
 
 
 def test_unreadable_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(PresenterError, match="cannot read video"):
+    with pytest.raises(EngineError, match="cannot read video"):
         probe_video(garbage)
-    with pytest.raises(PresenterError, match="does not exist"):
+    with pytest.raises(EngineError, match="does not exist"):
         decode_audio(tmp_path / "missing.mp4")
 
 
@@ -418,7 +418,7 @@ def test_loader_reference_resize_and_cache(corpus: Corpus) -> None:
 
 
 def test_loader_refuses_a_missing_dataset(tmp_path: Path) -> None:
-    with pytest.raises(PresenterError, match="not found"):
+    with pytest.raises(EngineError, match="not found"):
         TalkingHeadDataset(tmp_path, "train")
 
 

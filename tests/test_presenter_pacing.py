@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.errors import PresenterError
 from presenter.clock import VirtualClock
+from presenter.errors import PresenterError
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE, AudioChunk, SegmentEnd, SegmentStart
 from presenter.sources import ArraySource
 from presenter.stream import AvatarStream, StreamClosed, StreamConfig

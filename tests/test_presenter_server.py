@@ -15,7 +15,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from engine.errors import PresenterError
+from presenter.errors import PresenterError
 from presenter.live import IceServer, Presenter, PresenterConfig, SourceSpec
 from presenter.server import PresenterServer
 from presenter.stamp import read_stamp

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.errors import PresenterError
 from presenter.clock import VirtualClock
+from presenter.errors import PresenterError
 from presenter.media import OUTPUT_RATE, AudioChunk
 from presenter.sources import ArraySource, AudioSource, FileSource, MicrophoneSource, TtsSource
 from presenter.stream import AvatarStream

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.alignment import (
     ALIGNMENT_SAMPLE_RATE,
     ForcedAligner,
@@ -127,12 +127,12 @@ def test_espeak_lists_english_voices_and_rejects_unknown(espeak_library: EspeakL
     names = {info.name for info in voices if info.kind == "voice"}
     assert {"en-us", "en-gb"} <= names
     assert "f3" in {info.name for info in voices if info.kind == "variant"}
-    with pytest.raises(PresenterError, match="no voice"):
+    with pytest.raises(EngineError, match="no voice"):
         EspeakVoice(voice="xx-nonexistent", library=espeak_library)
 
 
 def test_missing_espeak_library_names_the_debian_package() -> None:
-    with pytest.raises(PresenterError, match="espeak-ng"):
+    with pytest.raises(EngineError, match="espeak-ng"):
         EspeakLibrary(library_name="libespeak-ng-not-installed.so.99")
 
 
@@ -144,7 +144,7 @@ def piper_speaker() -> PiperSpeaker:
     pytest.importorskip("piper", reason="Piper TTS (optional extra) is not installed")
     try:
         return PiperSpeaker()
-    except PresenterError as error:
+    except EngineError as error:
         pytest.skip(f"Piper voice unavailable: {error}")
 
 
@@ -169,7 +169,7 @@ def test_piper_length_scale_slows_speech(piper_speaker: PiperSpeaker) -> None:
 
 def test_piper_missing_voice_file_is_a_presenter_error() -> None:
     pytest.importorskip("piper", reason="Piper TTS (optional extra) is not installed")
-    with pytest.raises(PresenterError, match="not found"):
+    with pytest.raises(EngineError, match="not found"):
         PiperSpeaker(model_path=Path("/nonexistent/voice.onnx"))
 
 
@@ -177,9 +177,9 @@ def test_piper_not_installed_gives_the_install_hint() -> None:
     # A fresh interpreter where importing piper fails, as on an install without the extra.
     program = (
         "import sys; sys.modules['piper'] = None\n"
-        "from engine.errors import PresenterError\n"
+        "from engine.errors import EngineError\n"
         "from engine.speech.piper_voice import PiperSpeaker\n"
-        "try:\n    PiperSpeaker()\nexcept PresenterError as error:\n    print(error)\n"
+        "try:\n    PiperSpeaker()\nexcept EngineError as error:\n    print(error)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", program],
@@ -203,7 +203,7 @@ def aligner() -> ForcedAligner:
 def corpus() -> AsteriskCorpus:
     try:
         return AsteriskCorpus()
-    except PresenterError as error:
+    except EngineError as error:
         pytest.skip(str(error))
 
 
@@ -261,7 +261,7 @@ def test_alignment_rejects_a_wrong_transcript(
     corpus: AsteriskCorpus, aligner: ForcedAligner
 ) -> None:
     audio, _ = decode_audio(corpus.prompt("auth-thankyou").path)
-    with pytest.raises(PresenterError):
+    with pytest.raises(EngineError):
         aligner.align(audio, "the quick brown fox jumps over the lazy dog again and again")
 
 
@@ -282,5 +282,5 @@ def test_asterisk_prompts_and_human_utterance(
 
 
 def test_missing_asterisk_sounds_name_the_debian_packages(tmp_path: Path) -> None:
-    with pytest.raises(PresenterError, match="asterisk-core-sounds-en-g722"):
+    with pytest.raises(EngineError, match="asterisk-core-sounds-en-g722"):
         AsteriskCorpus(sounds_dir=tmp_path / "missing")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.voices import VoiceBook
 
 TEXT = "The quick brown fox jumps over the lazy dog while the presenter keeps talking."
@@ -38,7 +38,7 @@ def test_espeak_voices_by_name() -> None:
     _check_timings(normal, 14)
     _check_timings(fast, 14)
     assert fast.duration < 0.65 * normal.duration
-    with pytest.raises(PresenterError, match="xx-nowhere"):
+    with pytest.raises(EngineError, match="xx-nowhere"):
         book.speaker("xx-nowhere")
 
 
@@ -63,7 +63,7 @@ def test_piper_voices_by_name(tmp_path: Path) -> None:
     assert [w.label for w in mine.words] == ["Hello", "there"]
     # a name that is not registered never becomes a path
     for name in ("piper:nobody", f"piper:{own}", "piper:../en_US-mine-medium"):
-        with pytest.raises(PresenterError, match="unknown Piper voice"):
+        with pytest.raises(EngineError, match="unknown Piper voice"):
             book.speaker(name)
-    with pytest.raises(PresenterError, match="no such file"):
+    with pytest.raises(EngineError, match="no such file"):
         VoiceBook({"gone": tmp_path / "gone.onnx"})

@@ -22,14 +22,14 @@ from typing import Literal
 import numpy as np
 
 from engine.backends.graphs import GraphSpec
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 Precision = Literal["fp32", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16")
 _REASON_CHARS = 300
 
 
-class BackendError(PresenterError):
+class BackendError(EngineError):
     """A backend cannot be built or run here; the message is one line that says why."""
 
     def __init__(self, message: str) -> None:
@@ -39,7 +39,7 @@ class BackendError(PresenterError):
 def one_line(message: object, limit: int = _REASON_CHARS) -> str:
     """``message`` (a string or an exception) as one line of at most ``limit`` characters;
     a foreign exception is named by its type and the first line of its message."""
-    if isinstance(message, PresenterError):  # already says what happened
+    if isinstance(message, EngineError):  # already says what happened
         message = str(message)
     elif isinstance(message, BaseException):
         text = str(message).strip()

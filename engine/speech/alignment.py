@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from engine.audio import resample
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.ipa import IpaToArpabet, merge_silences
 from engine.speech.phonemes import ENGLISH_PHONEMES, SILENCE, normalise_arpabet
 from engine.speech.utterance import TimedSpan
@@ -157,7 +157,7 @@ class ForcedAligner:
         try:
             import pocketsphinx
         except ImportError as error:
-            raise PresenterError(
+            raise EngineError(
                 "pocketsphinx is not installed; forced alignment needs it: pip install pocketsphinx"
             ) from error
         options: dict[str, object] = {"loglevel": "FATAL", "lm": None}
@@ -168,7 +168,7 @@ class ForcedAligner:
         try:
             return pocketsphinx.Decoder(**options)
         except (RuntimeError, ValueError) as error:
-            raise PresenterError(
+            raise EngineError(
                 f"pocketsphinx could not load its model/dictionary ({error}); reinstall "
                 f"pocketsphinx or pass valid acoustic_model_dir/dictionary_path."
             ) from error
@@ -189,7 +189,7 @@ class ForcedAligner:
 
             try:
                 self._espeak_library = EspeakLibrary()
-            except PresenterError as error:
+            except EngineError as error:
                 logger.info("no espeak-ng for words missing from the dictionary: %s", error)
                 self._espeak_unavailable = True
                 return None
@@ -275,20 +275,20 @@ class ForcedAligner:
 
         Words are the normalised transcript words, in order; phones are ARPAbet without
         stress, covering the audio from 0 to its end (gaps are ``SIL``). Raises
-        ``PresenterError`` when the transcript cannot be aligned to the audio.
+        ``EngineError`` when the transcript cannot be aligned to the audio.
 
         The phone pass (``set_alignment``) keeps every phone inside the frames the word pass
         gave its word and fails when those leave no path; the alignment is then redone with
         each phone as a word of its own, a search that needs no such constraints.
         """
         if audio.ndim != 1:
-            raise PresenterError(f"alignment needs mono audio, got shape {audio.shape}")
+            raise EngineError(f"alignment needs mono audio, got shape {audio.shape}")
         if sample_rate != ALIGNMENT_SAMPLE_RATE:
             audio = resample(audio, sample_rate, ALIGNMENT_SAMPLE_RATE)
         duration = len(audio) / ALIGNMENT_SAMPLE_RATE
         words = self.prepare_transcript(text)
         if not words:
-            raise PresenterError(f"nothing to align: no usable words in {text!r}")
+            raise EngineError(f"nothing to align: no usable words in {text!r}")
         pcm = (np.clip(audio.astype(np.float32), -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
         with self._lock:
             spoken = self._word_pass(pcm, words, text)
@@ -307,7 +307,7 @@ class ForcedAligner:
 
     def _word_pass(self, pcm: bytes, words: Sequence[str], text: str) -> list[str]:
         """Align the words; returns the dictionary entries chosen (``"your(2)"``)."""
-        failure = PresenterError(
+        failure = EngineError(
             f"could not align the transcript {text!r} to the audio; check that the audio is "
             f"16 kHz speech of exactly this text."
         )
@@ -355,7 +355,7 @@ class ForcedAligner:
         for entry in spoken:
             found = self._decoder.lookup_word(entry)
             if not found:
-                raise PresenterError(f"no pronunciation for {entry!r} while aligning {text!r}")
+                raise EngineError(f"no pronunciation for {entry!r} while aligning {text!r}")
             pronunciations.append([normalise_arpabet(phone) for phone in found.split()])
         expected = [phone for pronunciation in pronunciations for phone in pronunciation]
         if not self._phone_words_added:
@@ -363,7 +363,7 @@ class ForcedAligner:
                 update = index == len(ENGLISH_PHONEMES) - 1
                 self._decoder.add_word(_PHONE_WORD_PREFIX + phone.lower(), phone, update)
             self._phone_words_added = True
-        failure = PresenterError(
+        failure = EngineError(
             f"could not align the phones of {text!r} to the audio; check that the audio is "
             f"16 kHz speech of exactly this text."
         )

@@ -25,7 +25,7 @@ from typing import Final
 
 import numpy as np
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.ipa import IpaToArpabet, merge_silences, split_timed_phonemes
 from engine.speech.phonemes import SILENCE
 from engine.speech.utterance import TimedSpan, Utterance
@@ -144,8 +144,8 @@ class _Collector:
     sample_count: int = 0
 
 
-def _library_missing(detail: str) -> PresenterError:
-    return PresenterError(
+def _library_missing(detail: str) -> EngineError:
+    return EngineError(
         f"espeak-ng is not available ({detail}). Install the Debian package 'espeak-ng' "
         f"(sudo apt-get install espeak-ng), which provides {LIBRARY_NAME}."
     )
@@ -259,7 +259,7 @@ class EspeakLibrary:
                     candidate = f"{info.identifier}{plus}{variant}"
                     if self._lib.espeak_SetVoiceByName(candidate.encode()) == _EE_OK:
                         return candidate
-        raise PresenterError(
+        raise EngineError(
             f"espeak-ng has no voice {voice!r}. Pick one of list_english_voices() "
             f"(e.g. 'en-us', 'en-gb', 'en-us+f3')."
         )
@@ -267,7 +267,7 @@ class EspeakLibrary:
     def _select_voice(self, voice: str) -> None:
         status = self._lib.espeak_SetVoiceByName(voice.encode())
         if status != _EE_OK:
-            raise PresenterError(
+            raise EngineError(
                 f"espeak-ng has no voice {voice!r}. Pick one of "
                 f"list_english_voices() (e.g. 'en-us', 'en-gb', 'en-us+f3')."
             )
@@ -298,7 +298,7 @@ class EspeakLibrary:
             finally:
                 self._collector = None
         if status != _EE_OK:
-            raise PresenterError(f"espeak-ng could not synthesise the text (status {status}).")
+            raise EngineError(f"espeak-ng could not synthesise the text (status {status}).")
         samples = (
             np.concatenate(collector.chunks) if collector.chunks else np.zeros(0, dtype=np.int16)
         )
@@ -390,11 +390,11 @@ class EspeakVoiceConfig:
 
     def __post_init__(self) -> None:
         if not 80 <= self.rate_wpm <= 450:
-            raise PresenterError(
+            raise EngineError(
                 f"espeak-ng rate must be 80-450 words per minute, got {self.rate_wpm}"
             )
         if not 0 <= self.pitch <= 100:
-            raise PresenterError(f"espeak-ng pitch must be 0-100, got {self.pitch}")
+            raise EngineError(f"espeak-ng pitch must be 0-100, got {self.pitch}")
 
 
 class EspeakVoice:
@@ -430,7 +430,7 @@ class EspeakVoice:
     def synthesize(self, text: str) -> Utterance:
         """Speak ``text`` and return the audio with phone and word timings."""
         if not text.strip():
-            raise PresenterError("Nothing to say: the text for espeak-ng is empty.")
+            raise EngineError("Nothing to say: the text for espeak-ng is empty.")
         config = self.config
         raw = self.library.synthesize(
             text, voice=self._library_voice_name, rate_wpm=config.rate_wpm, pitch=config.pitch

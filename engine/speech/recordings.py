@@ -21,7 +21,7 @@ from typing import Final
 import numpy as np
 
 from engine.audio import resample
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.alignment import ALIGNMENT_SAMPLE_RATE, ForcedAligner
 from engine.speech.utterance import TimedSpan, Utterance
 
@@ -44,8 +44,8 @@ _SPOKEN = re.compile(r"[A-Za-z0-9]")
 _TRANSCRIPT_LINE = re.compile(r"^([A-Za-z0-9_/.-]+):\s*(.*)$")
 
 
-def _missing_packages(detail: str) -> PresenterError:
-    return PresenterError(
+def _missing_packages(detail: str) -> EngineError:
+    return EngineError(
         f"The Asterisk English prompts are not available ({detail}). Install the Debian "
         f"packages '{SOUNDS_PACKAGE}' and '{TRANSCRIPTS_PACKAGE}' "
         f"(sudo apt-get install {SOUNDS_PACKAGE} {TRANSCRIPTS_PACKAGE})."
@@ -68,7 +68,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
             ]
             pieces.extend(converted.to_ndarray()[0] for converted in resampler.resample(None))
     except (av.FFmpegError, IndexError, OSError) as error:
-        raise PresenterError(f"could not decode audio file {path}: {error}") from error
+        raise EngineError(f"could not decode audio file {path}: {error}") from error
     audio = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, np.float32)
     return audio, rate
 
@@ -162,7 +162,7 @@ class AsteriskCorpus:
         for prompt in self.prompts():
             if prompt.name == name:
                 return prompt
-        raise PresenterError(f"no spoken Asterisk prompt named {name!r} in {self.sounds_dir}")
+        raise EngineError(f"no spoken Asterisk prompt named {name!r} in {self.sounds_dir}")
 
     def utterance(self, prompt: Prompt, *, aligner: ForcedAligner | None = None) -> Utterance:
         """The prompt's audio (native rate) with phone and word timings from alignment."""
@@ -198,7 +198,7 @@ class AsteriskCorpus:
                 break
             try:
                 utterance = self.utterance(prompt, aligner=aligner)
-            except PresenterError as error:
+            except EngineError as error:
                 failed += 1
                 logger.info("skipping prompt %s: %s", prompt.name, error)
                 continue

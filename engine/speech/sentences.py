@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.phonemes import ENGLISH_PHONEMES, normalise_arpabet
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,13 @@ def cmu_dictionary_path() -> Path:
     try:
         import pocketsphinx
     except ImportError as error:
-        raise PresenterError(
+        raise EngineError(
             "pocketsphinx is not installed; the sentence generator needs its CMU dictionary: "
             "pip install pocketsphinx"
         ) from error
     path = Path(pocketsphinx.get_model_path("en-us/cmudict-en-us.dict"))
     if not path.is_file():
-        raise PresenterError(f"pocketsphinx's CMU dictionary is missing: {path}")
+        raise EngineError(f"pocketsphinx's CMU dictionary is missing: {path}")
     return path
 
 
@@ -147,14 +147,14 @@ class SentenceGenerator:
         try:
             from wordfreq import top_n_list
         except ImportError as error:
-            raise PresenterError(
+            raise EngineError(
                 "wordfreq is not installed; the sentence generator needs it: pip install wordfreq"
             ) from error
         frequent = [word for word in top_n_list("en", vocabulary_size) if usable_word(word)]
         self.pronunciations = load_pronunciations(frequent, path=dictionary_path)
         ranked = [word for word in frequent if word in self.pronunciations]
         if len(ranked) <= function_word_count:
-            raise PresenterError(
+            raise EngineError(
                 f"only {len(ranked)} usable words; raise vocabulary_size ({vocabulary_size})"
             )
         self.function_words: tuple[str, ...] = tuple(ranked[:function_word_count])

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.espeak import EspeakLibrary, EspeakVoice
 from engine.speech.utterance import Utterance
 
@@ -63,7 +63,7 @@ class PiperAtRate:
             config = json.loads(Path(f"{path}.json").read_text())
             self._sample_rate = int(config["audio"]["sample_rate"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PresenterError(
+            raise EngineError(
                 f"Piper voice {name!r}: cannot read its config {path}.json ({exc})"
             ) from exc
 
@@ -88,7 +88,7 @@ class VoiceBook:
         self.piper_voices = {name: Path(path) for name, path in (piper_voices or {}).items()}
         for name, path in self.piper_voices.items():
             if not path.is_file():
-                raise PresenterError(f"Piper voice {name!r}: no such file {path}")
+                raise EngineError(f"Piper voice {name!r}: no such file {path}")
         self._library: EspeakLibrary | None = None
         self._loaded: dict[str, tuple[PiperSpeaker, threading.Lock]] = {}
         self._loading = threading.Lock()
@@ -103,7 +103,7 @@ class VoiceBook:
 
     def speaker(self, name: str, rate_wpm: int = DEFAULT_RATE_WPM) -> Speaker:
         """The voice called ``name`` at ``rate_wpm``, checked now (an unknown name or a
-        missing Piper extra raises ``PresenterError`` saying what there is) and cheap to
+        missing Piper extra raises ``EngineError`` saying what there is) and cheap to
         make: a Piper voice loads on its first synthesis."""
         if not self.is_piper(name):
             if self._library is None:
@@ -114,7 +114,7 @@ class VoiceBook:
             path = self.piper_voices[voice]
         elif voice == DEFAULT_PIPER_VOICE:
             if importlib.util.find_spec("piper") is None:
-                raise PresenterError(
+                raise EngineError(
                     "Piper TTS is not installed (it is an optional, GPL-licensed extra): "
                     "pip install 'presenter[piper]'"
                 )
@@ -122,7 +122,7 @@ class VoiceBook:
 
             path = default_voice_path()
         else:
-            raise PresenterError(
+            raise EngineError(
                 f"unknown Piper voice {voice!r}: this server has {', '.join(self.names())}"
             )
         return PiperAtRate(self, voice, path, rate_wpm)

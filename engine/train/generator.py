@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from engine.data.prep.dataset import TalkingHeadDataset, read_basis, read_header
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import (
     AvatarGenerator,
     GeneratorConfig,
@@ -180,7 +180,7 @@ class ClipBatchSampler:
     ) -> None:
         self.clip_items = [items for items in clip_items if items.size > 0]
         if not self.clip_items:
-            raise PresenterError("the training split has no valid frames; prepare more data")
+            raise EngineError("the training split has no valid frames; prepare more data")
         self.clips_per_batch = clips_per_batch
         self.batch_size = clips_per_batch * frames_per_clip
         self.active_clips = active_clips
@@ -374,9 +374,9 @@ def _save_state(path: Path, trainer: _Trainer, step: int) -> None:
 def _load_state(path: Path, trainer: _Trainer) -> int:
     tensors, header = load_checkpoint(path)
     if header.get("kind") != "avatar_generator_training_state":
-        raise PresenterError(f"{path} is not a generator training state; move it away")
+        raise EngineError(f"{path} is not a generator training state; move it away")
     if GeneratorConfig.from_dict(header["model"]) != trainer.model_config:
-        raise PresenterError(
+        raise EngineError(
             f"{path} was written for another generator config; use a new output folder"
         )
 
@@ -398,7 +398,7 @@ def _load_state(path: Path, trainer: _Trainer) -> int:
 def _load_initial_weights(path: Path, generator: AvatarGenerator) -> None:
     loaded = load_generator(path)
     if loaded.config != generator.config:
-        raise PresenterError(
+        raise EngineError(
             f"{path} holds a generator with another config ({loaded.config}); "
             f"this run's config is {generator.config}"
         )
@@ -541,7 +541,7 @@ def _train(config: GeneratorTrainConfig, dynamics_source: DynamicsSource | None)
             )
             values = trainer.step(batch, coefficients, adversarial=step >= config.adversarial_start)
             if not all(math.isfinite(value) for value in values.values()):
-                raise PresenterError(
+                raise EngineError(
                     f"generator training diverged at step {step + 1} ({values}); lower the "
                     "learning rate or resume from the last checkpoint"
                 )

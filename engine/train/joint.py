@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from engine.data.prep.dataset import read_basis
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.generator import load_generator
 from engine.motion import MotionCheckpoint, load_motion_checkpoint
 from engine.silence_gate import SilenceGate, rest_coefficients
@@ -81,7 +81,7 @@ def predict_split(
     predictions: dict[str, np.ndarray] = {}
     for number, clip in enumerate(clips.clips):
         if clip.subject not in checkpoint.styles:
-            raise PresenterError(
+            raise EngineError(
                 f"the motion model has no style for subject {clip.subject!r} "
                 f"(it knows {sorted(checkpoint.styles)})"
             )
@@ -131,7 +131,7 @@ class MixedDynamics:
 def _check_same_basis(checkpoint: MotionCheckpoint, dataset: Path) -> None:
     basis, _, _ = read_basis(dataset)
     if not checkpoint.basis.same_as(basis):
-        raise PresenterError(
+        raise EngineError(
             f"the motion model was trained on another dynamics basis than {dataset}'s; "
             "train both models on the same prepared dataset"
         )
@@ -141,7 +141,7 @@ def train_joint(config: JointTrainConfig) -> Path:
     """Fine-tune ``config.generator`` on predicted dynamics; returns the new checkpoint."""
     for path, what in ((config.motion, "motion"), (config.generator, "generator")):
         if not Path(path).is_file():
-            raise PresenterError(f"no {what} checkpoint at {path}")
+            raise EngineError(f"no {what} checkpoint at {path}")
     checkpoint = load_motion_checkpoint(config.motion)
     _check_same_basis(checkpoint, config.dataset)
     start = load_generator(config.generator)

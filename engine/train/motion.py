@@ -39,7 +39,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from engine.data.prep.dataset import read_basis
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import CHIN_TIP, INNER_LIP_PAIRS, LIPS, LOWER_FACE, DynamicsBasis
 from engine.motion import MotionConfig, MotionModel, count_parameters, save_motion_checkpoint
 from engine.train.logbook import LossLog
@@ -153,7 +153,7 @@ class LipGeometry:
         px_per_unit: float,
     ) -> None:
         if tuple(int(i) for i in basis.indices[:NUM_LIP_POINTS]) != LIPS:
-            raise PresenterError("the dynamics basis does not start with the lip points")
+            raise EngineError("the dynamics basis does not start with the lip points")
         k, n = basis.num_components, basis.num_points
         components = basis.components.reshape(k, n, 3)[:, :NUM_LIP_POINTS]
         self.components = torch.as_tensor(components, dtype=torch.float32)  # (K, 40, 3)
@@ -180,7 +180,7 @@ class LipGeometry:
         """(..., K) -> (...) inner-lip gap (mean over three facing pairs) in pixels."""
         identity = self.identities.get(subject)
         if identity is None:
-            raise PresenterError(f"the dynamics basis has no identity shape for {subject!r}")
+            raise EngineError(f"the dynamics basis has no identity shape for {subject!r}")
         points = self.offsets_px(coefficients) + identity * self.px_per_unit
         gap = points[..., self.lower, :] - points[..., self.upper, :]
         return torch.linalg.vector_norm(gap, dim=-1).mean(dim=-1)
@@ -323,7 +323,7 @@ def evaluate_motion(
             silent_count += int(silent.sum())
     model.train(was_training)
     if count == 0:
-        raise PresenterError(f"the {clips.split} split has no valid frames to evaluate on")
+        raise EngineError(f"the {clips.split} split has no valid frames to evaluate on")
     metrics = {name: value / count for name, value in sums.items()}
     if silent_count:
         metrics["silence_gap_px"] = gap_sum / silent_count
@@ -373,9 +373,9 @@ def _load_state(
 ) -> int:
     tensors, header = load_checkpoint(path)
     if header.get("kind") != STATE_KIND:
-        raise PresenterError(f"{path} is not a motion training state")
+        raise EngineError(f"{path} is not a motion training state")
     if header.get("motion_config") != model.config.to_dict():
-        raise PresenterError(
+        raise EngineError(
             f"{path} was trained with another model config ({header.get('motion_config')}); "
             "use another out_dir or the same model config to resume"
         )
@@ -409,14 +409,14 @@ def train_motion(config: MotionTrainConfig) -> Path:
     basis, template, identities = read_basis(config.data_dir)
     model_config = config.model or MotionConfig(num_coefficients=basis.num_components)
     if model_config.num_coefficients != basis.num_components:
-        raise PresenterError(
+        raise EngineError(
             f"the model predicts {model_config.num_coefficients} coefficients, the dataset's "
             f"dynamics basis has {basis.num_components}"
         )
     train = MotionSequences(config.data_dir, "train", model_config)
     heldout = MotionSequences(config.data_dir, "heldout", model_config)
     if not train.clips:
-        raise PresenterError(f"{config.data_dir} has no train clips")
+        raise EngineError(f"{config.data_dir} has no train clips")
     header = train.header
     px_per_unit = pixels_per_unit(template, header.crop.face_fraction, config.metric_crop_px)
     lips = LipGeometry(basis, identities, px_per_unit)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from engine.data.prep.dataset import SPLITS, TRACK_NAME, clip_dir, read_header, read_track
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.motion import MotionConfig, slice_mel
 from engine.speech.phonemes import SILENCE, phone_per_frame
 
@@ -83,12 +83,12 @@ class MotionSequences:
         self.header = read_header(self.root)
         mel_config = self.header.mel
         if mel_config.num_mels != config.num_mels or mel_config.hop_ms != config.mel_hop_ms:
-            raise PresenterError(
+            raise EngineError(
                 f"the dataset's mel ({mel_config.num_mels} bins, {mel_config.hop_ms} ms hop) "
                 f"does not match the motion config ({config.num_mels}, {config.mel_hop_ms} ms)"
             )
         if self.header.fps != config.fps:
-            raise PresenterError(f"the dataset is {self.header.fps} fps, the model {config.fps}")
+            raise EngineError(f"the dataset is {self.header.fps} fps, the model {config.fps}")
         # The log-mel of digital silence, as the float32 the mel arrays hold.
         self.silence_value = float(np.float32(np.log(mel_config.log_floor)))
         clips: list[ClipSequence] = []
@@ -98,7 +98,7 @@ class MotionSequences:
             )
             coefficients = np.asarray(track["coefficients"], dtype=np.float32)
             if coefficients.shape[1] != config.num_coefficients:
-                raise PresenterError(
+                raise EngineError(
                     f"clip {entry.id} has {coefficients.shape[1]} dynamics coefficients, the "
                     f"model {config.num_coefficients}; prepare the dataset again"
                 )
@@ -138,7 +138,7 @@ class MotionSequences:
         """Mean and standard deviation (K,) of the coefficients over the valid frames."""
         stacked = np.concatenate([clip.coefficients[clip.valid] for clip in self.clips])
         if stacked.shape[0] < 2:
-            raise PresenterError(f"the {self.split} split has fewer than two valid frames")
+            raise EngineError(f"the {self.split} split has fewer than two valid frames")
         return stacked.mean(axis=0), np.maximum(stacked.std(axis=0), 1e-6)
 
     def sequence(
@@ -181,7 +181,7 @@ class MotionSequences:
         of a clip with the same subject and voice, outside the target sequence when the
         clip is long enough."""
         if not self.clips:
-            raise PresenterError(f"the {self.split} split has no clips")
+            raise EngineError(f"the {self.split} split has no clips")
         starts_per_clip = np.array(
             [max(clip.frames - frames, 0) + 1 + 2 * edge_frames for clip in self.clips]
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio_file import read_audio
-from engine.errors import PresenterError
+from presenter.errors import PresenterError
 from presenter.media import CHUNK_MS
 from presenter.sources.base import WholeSignalSource
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import PresenterError
+from presenter.errors import PresenterError
 from presenter.media import CHUNK_MS, AudioChunk
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ import asyncio
 
 import numpy as np
 
-from engine.errors import PresenterError
 from engine.speech.espeak import EspeakLibrary, EspeakVoice
 from engine.speech.utterance import Utterance
 from engine.speech.voices import Speaker
+from presenter.errors import PresenterError
 from presenter.media import CHUNK_MS
 from presenter.sources.base import WholeSignalSource
 

@@ -40,9 +40,9 @@ from safetensors.numpy import load_file, save_file
 from torch.utils.data import Dataset
 
 from engine.audio import MelConfig
-from engine.data.prep.crop import CropConfig
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
+from engine.face_crop import CropConfig
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class DatasetHeader:
     def from_json(cls, values: dict[str, Any]) -> DatasetHeader:
         version = int(values.get("format_version", -1))
         if version != FORMAT_VERSION:
-            raise PresenterError(
+            raise EngineError(
                 f"dataset format version {version} is not {FORMAT_VERSION}; prepare it again"
             )
         crop = values["crop"]
@@ -185,11 +185,11 @@ def write_header(root: str | Path, header: DatasetHeader) -> Path:
 def read_header(root: str | Path) -> DatasetHeader:
     path = Path(root) / HEADER_NAME
     if not path.is_file():
-        raise PresenterError(f"{path} not found; run the dataset preparation into {root} first")
+        raise EngineError(f"{path} not found; run the dataset preparation into {root} first")
     try:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise PresenterError(
+        raise EngineError(
             f"{path} is not valid JSON ({exc}); prepare the dataset again"
         ) from exc
     return DatasetHeader.from_json(values)
@@ -206,7 +206,7 @@ def read_track(path: str | Path, names: Sequence[str] | None = None) -> dict[str
     """All arrays of a track file, or only ``names`` (read without loading the rest)."""
     path = Path(path)
     if not path.is_file():
-        raise PresenterError(f"{path} not found; the dataset is incomplete, prepare it again")
+        raise EngineError(f"{path} not found; the dataset is incomplete, prepare it again")
     if names is None:
         return load_file(str(path))
     with safe_open(str(path), framework="numpy") as handle:
@@ -233,7 +233,7 @@ def read_basis(root: str | Path) -> tuple[DynamicsBasis, np.ndarray, dict[str, n
     """(basis, canonical template (468, 3), identity shape per subject)."""
     path = Path(root) / BASIS_NAME
     if not path.is_file():
-        raise PresenterError(f"{path} not found; the dataset is incomplete, prepare it again")
+        raise EngineError(f"{path} not found; the dataset is incomplete, prepare it again")
     arrays = load_file(str(path))
     identities = {
         name[len(_IDENTITY_PREFIX) :]: value
@@ -293,13 +293,13 @@ def read_crop_video(path: str | Path) -> np.ndarray:
     """(T, S, S, 3) uint8 RGB frames of a clip's crops.mp4."""
     path = Path(path)
     if not path.is_file():
-        raise PresenterError(f"{path} not found; the dataset is incomplete, prepare it again")
+        raise EngineError(f"{path} not found; the dataset is incomplete, prepare it again")
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
-        raise PresenterError(f"{path} has no frames; prepare the dataset again")
+        raise EngineError(f"{path} has no frames; prepare the dataset again")
     return np.stack(frames)
 
 
@@ -398,7 +398,7 @@ class TalkingHeadDataset(Dataset[dict[str, Any]]):
             crops=read_crop_video(folder / CROPS_NAME), track=read_track(folder / TRACK_NAME)
         )
         if loaded.crops.shape[0] != clip.frames:
-            raise PresenterError(
+            raise EngineError(
                 f"{folder / CROPS_NAME} has {loaded.crops.shape[0]} frames, the header says "
                 f"{clip.frames}; prepare the dataset again"
             )

@@ -29,7 +29,6 @@ from safetensors.numpy import load_file
 from tqdm import tqdm
 
 from engine.audio import MelConfig, log_mel
-from engine.data.prep.crop import CropConfig, crop_transforms, transform_points, warp_crop
 from engine.data.prep.dataset import (
     BASIS_NAME,
     CLIPS_DIR,
@@ -47,7 +46,7 @@ from engine.data.prep.dataset import (
     write_track,
 )
 from engine.data.prep.video import FrameRateSummary, decode_audio, iter_frames, probe_video
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.face3d import (
     LIPS,
     LOWER_FACE,
@@ -57,6 +56,7 @@ from engine.face3d import (
     identity_shape,
     mouth_opening,
 )
+from engine.face_crop import CropConfig, crop_transforms, transform_points, warp_crop
 from engine.tracking import NUM_BLENDSHAPES, NUM_LANDMARKS, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,11 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     try:
         values = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresenterError(
+        raise EngineError(
             f"sidecar {sidecar} is not valid JSON ({exc}); fix or remove it"
         ) from exc
     if not isinstance(values, dict):
-        raise PresenterError(f"sidecar {sidecar} must hold a JSON object; fix or remove it")
+        raise EngineError(f"sidecar {sidecar} must hold a JSON object; fix or remove it")
     return values
 
 
@@ -214,7 +214,7 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
         probe_video(job.path)
         meta = _read_sidecar(job.path)
         audio = decode_audio(job.path, sample_rate=config.mel.sample_rate)
-    except PresenterError as exc:
+    except EngineError as exc:
         return _reject(job, 0, str(exc))
     mel = log_mel(audio, config.mel)
 
@@ -240,7 +240,7 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
                     poses.append(np.eye(4, dtype=np.float32))
                 if progress is not None:
                     progress(1)
-    except PresenterError as exc:
+    except EngineError as exc:
         return _reject(job, len(face_counts), str(exc))
 
     total = len(face_counts)
@@ -272,7 +272,7 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
                     break
                 writer.write(warp_crop(frame.rgb, transforms[frame.index], config.crop.size))
         if writer.frames != total:
-            raise PresenterError(
+            raise EngineError(
                 f"{job.path.name}: decoded {writer.frames} frames the second time, {total} the "
                 "first; re-export the video"
             )
@@ -293,7 +293,7 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
         if ground_truth is not None:
             arrays["ground_truth_landmarks2d"] = ground_truth
         write_track(folder / TRACK_NAME, arrays)
-    except PresenterError as exc:
+    except EngineError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         return _reject(job, total, str(exc))
     except BaseException:
@@ -416,7 +416,7 @@ def _finish(
     )
     offsets = offsets[_evenly(np.arange(len(offsets)), _MAX_PCA_FRAMES)]
     if len(offsets) < 2:
-        raise PresenterError("fewer than two valid frames in the train split; add more video")
+        raise EngineError("fewer than two valid frames in the train split; add more video")
     basis = DynamicsBasis.fit(
         offsets, num_components=config.dynamics_components, variance=config.dynamics_variance
     )
@@ -481,7 +481,7 @@ def prepare(
     """Prepare ``videos`` (files, or folders searched for video files) into ``out_dir``.
 
     Clips that cannot be used are rejected with a one-line reason (logged, in the report
-    and in ``dataset.json``) while the others go on; :class:`PresenterError` only when no
+    and in ``dataset.json``) while the others go on; :class:`EngineError` only when no
     clip is left. ``subject`` names the person in every video (else each clip's sidecar
     ``subject``, else the clip id). ``config`` gives the remaining settings; ``crop_size``
     and ``max_skipped_fraction`` override it.
@@ -498,7 +498,7 @@ def prepare(
     out_dir = Path(out_dir)
     if (out_dir / HEADER_NAME).exists():
         if not overwrite:
-            raise PresenterError(
+            raise EngineError(
                 f"{out_dir} already holds a dataset; choose another folder or overwrite it"
             )
         shutil.rmtree(out_dir / CLIPS_DIR, ignore_errors=True)
@@ -506,7 +506,7 @@ def prepare(
             (out_dir / name).unlink(missing_ok=True)
     paths = _expand_videos(videos)
     if not paths:
-        raise PresenterError("no video to prepare; give video files or folders holding them")
+        raise EngineError("no video to prepare; give video files or folders holding them")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     jobs = [
@@ -517,7 +517,7 @@ def prepare(
     for path in paths:
         try:
             estimated += probe_video(path).estimated_frames
-        except PresenterError:
+        except EngineError:
             continue
     workers = default_workers(len(jobs)) if workers is None else max(1, workers)
     outcomes = _run_jobs(jobs, workers, estimated)
@@ -528,7 +528,7 @@ def prepare(
     entries = [outcome.entry for outcome in outcomes if outcome.entry is not None]
     if not entries:
         reasons = "; ".join(rejected.values())
-        raise PresenterError(f"no usable clip among {len(jobs)} video(s): {reasons}")
+        raise EngineError(f"no usable clip among {len(jobs)} video(s): {reasons}")
     header = _finish(out_dir, entries, rejected, config)
     frames = sum(outcome.frames for outcome in outcomes)
     seconds = time.monotonic() - started

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.audio import SAMPLE_RATE, resample
 from engine.audio_file import decode_mono
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +72,21 @@ class FrameRateSummary:
 
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
-        raise PresenterError(f"video {path} does not exist; check the path")
+        raise EngineError(f"video {path} does not exist; check the path")
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise PresenterError(
+        raise EngineError(
             f"cannot read video {path} ({exc}); give an mp4/mov/mkv/webm file that plays"
         ) from exc
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Container facts; raises :class:`PresenterError` for unreadable files or no video."""
+    """Container facts; raises :class:`EngineError` for unreadable files or no video."""
     path = Path(path)
     with _open(path) as container:
         if not container.streams.video:
-            raise PresenterError(f"{path} has no video stream; give a video of a talking face")
+            raise EngineError(f"{path} has no video stream; give a video of a talking face")
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         duration = 0.0
@@ -144,7 +144,7 @@ def iter_frames(
     step = Fraction(1, fps)
     with _open(path) as container:
         if not container.streams.video:
-            raise PresenterError(f"{path} has no video stream; give a video of a talking face")
+            raise EngineError(f"{path} has no video stream; give a video of a talking face")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         time_base = stream.time_base
@@ -181,11 +181,11 @@ def iter_frames(
                 pending = _PendingFrame(source_index, frame)
                 previous_time = time
         except av.FFmpegError as exc:
-            raise PresenterError(
+            raise EngineError(
                 f"video {path} is damaged at frame {source_index} ({exc}); re-export it"
             ) from exc
         if pending is None or previous_time is None:
-            raise PresenterError(f"{path} has no decodable video frames; re-export it")
+            raise EngineError(f"{path} has no decodable video frames; re-export it")
         if last_duration is None or last_duration <= 0:
             last_duration = (
                 Fraction(float(np.median(durations))).limit_denominator(100000)
@@ -275,7 +275,7 @@ def decode_audio(
     path = Path(path)
     with _open(path) as container:
         if not container.streams.audio:
-            raise PresenterError(
+            raise EngineError(
                 f"{path} has no audio track; lip-sync data needs the speech: "
                 "give a video with its sound (or mux the audio in with ffmpeg)"
             )

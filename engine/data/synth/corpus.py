@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,16 @@ class CorpusPlan:
 
     def __post_init__(self) -> None:
         if self.minutes <= 0:
-            raise PresenterError(f"--minutes must be positive, got {self.minutes}")
+            raise EngineError(f"--minutes must be positive, got {self.minutes}")
         unknown = set(self.sources) - {"espeak", "piper", "human"}
         if unknown or not self.sources:
-            raise PresenterError(
+            raise EngineError(
                 f"unknown speech sources {sorted(unknown)}; choose from espeak, piper, human"
             )
         if not 0 <= self.human_share <= 1 or not 0 <= self.piper_share <= 1:
-            raise PresenterError("source shares must be between 0 and 1")
+            raise EngineError("source shares must be between 0 and 1")
         if self.espeak_heldout_voice in self.training_voices():
-            raise PresenterError(
+            raise EngineError(
                 f"the held-out voice {self.espeak_heldout_voice} is also a training voice; "
                 "choose another --heldout-voice"
             )
@@ -83,7 +83,7 @@ class CorpusPlan:
             shares["espeak"] = max(0.0, 1.0 - shares["human"] - shares["piper"])
         total = sum(shares.values())
         if total <= 0:
-            raise PresenterError("the source shares leave no minutes to generate")
+            raise EngineError("the source shares leave no minutes to generate")
         return {source: self.minutes * share / total for source, share in shares.items() if share}
 
 
@@ -394,7 +394,7 @@ def _run_specs(
                 clip_id, _source, seconds, error = results.get(timeout=5.0)
             except queue.Empty:
                 if not any(p.is_alive() for p in processes):
-                    raise PresenterError(
+                    raise EngineError(
                         "corpus workers stopped unexpectedly; see the log above"
                     ) from None
                 continue
@@ -437,7 +437,7 @@ def _check_sources(plan: CorpusPlan) -> None:
 
             list_prompts()
     except ImportError as exc:
-        raise PresenterError(
+        raise EngineError(
             f"speech source unavailable ({exc}); install the extra or leave the source out "
             "with --sources"
         ) from exc
@@ -457,7 +457,7 @@ def generate_corpus(
     if manifest.exists():
         previous = json.loads(manifest.read_text()).get("plan")
         if previous is not None and _plan_from_record(previous) != plan:
-            raise PresenterError(
+            raise EngineError(
                 f"{out_dir} holds a corpus of another plan ({previous}); use a new --out folder"
             )
     manifest.write_text(json.dumps({"plan": plan_record}, indent=1))

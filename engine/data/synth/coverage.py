@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.phonemes import ENGLISH_PHONEMES, SILENCE
 
 
@@ -73,7 +73,7 @@ def corpus_coverage(corpus_dir: Path) -> CorpusCoverage:
     """Read every ``clips/*.json`` sidecar of a corpus written by ``data synth``."""
     sidecars = sorted((Path(corpus_dir) / "clips").glob("*.json"))
     if not sidecars:
-        raise PresenterError(f"no clips found in {corpus_dir}/clips; run `data synth` first")
+        raise EngineError(f"no clips found in {corpus_dir}/clips; run `data synth` first")
     coverage = CorpusCoverage()
     for sidecar in sidecars:
         meta = json.loads(sidecar.read_text())

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from engine.data.prep.video import decode_audio, iter_frames
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.speech.phonemes import PHONE_TO_VISEME, phone_per_frame
 from engine.video_file import write_mp4
 
@@ -27,7 +27,7 @@ KEY_SHAPES = (
 def _clip_names(corpus_dir: Path) -> list[Path]:
     sidecars = sorted((corpus_dir / "clips").glob("*.json"))
     if not sidecars:
-        raise PresenterError(f"no clips in {corpus_dir}/clips; run `data synth` first")
+        raise EngineError(f"no clips in {corpus_dir}/clips; run `data synth` first")
     return [s.with_suffix("") for s in sidecars]
 
 
@@ -80,7 +80,7 @@ def key_shape_frames(corpus_dir: Path) -> dict[str, tuple[np.ndarray, str]]:
             if np.isfinite(column[index]) and column[index] > best.get(shape, (-np.inf,))[0]:
                 best[shape] = (float(column[index]), name, index)
     if not best:
-        raise PresenterError(f"no phones found in the clips of {corpus_dir}")
+        raise EngineError(f"no phones found in the clips of {corpus_dir}")
     result: dict[str, tuple[np.ndarray, str]] = {}
     for shape, (_, name, index) in best.items():
         with av.open(str(name.with_suffix(".mp4"))) as container:

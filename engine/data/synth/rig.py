@@ -36,7 +36,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from engine.data.synth.visemes import CONTROL_INDEX, NUM_CONTROLS, clamp_controls, control_vector
-from engine.errors import PresenterError
+from engine.errors import EngineError
 from engine.tracking import NUM_LANDMARKS
 
 log = logging.getLogger(__name__)
@@ -810,7 +810,7 @@ def _detect_landmarks(image: np.ndarray) -> np.ndarray:
     with FaceTracker(max_faces=1) as tracker:
         faces = tracker.detect(image)
     if not faces:
-        raise PresenterError("no face found in the avatar image; the rig needs one frontal face")
+        raise EngineError("no face found in the avatar image; the rig needs one frontal face")
     return faces[0].landmarks
 
 
@@ -862,7 +862,7 @@ def _check_contour_edges(triangles: np.ndarray, contour: np.ndarray) -> None:
         if (min(a, b), max(a, b)) not in edges
     ]
     if missing:
-        raise PresenterError(f"the warp mesh misses contour edges {missing}; unusual landmarks")
+        raise EngineError(f"the warp mesh misses contour edges {missing}; unusual landmarks")
 
 
 @dataclass(frozen=True, kw_only=True)
