@@ -53,6 +53,7 @@ from torch import nn
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.geometry_map import CHANNEL_NAMES, GEOMETRY_CHANNELS, CropProjection, GeometryMapper
+from engine.shapes import assert_shape
 from engine.weights import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -140,18 +141,6 @@ class GeneratorConfig:
         return cls(**dict(values))
 
 
-def _check_shape(name: str, tensor: torch.Tensor, shape: Sequence[int | None]) -> None:
-    """Raise when ``tensor`` does not have ``shape`` (None matches any size)."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return
-    actual = tuple(tensor.shape)
-    if len(actual) != len(shape) or any(
-        want is not None and want != have for want, have in zip(shape, actual, strict=True)
-    ):
-        wanted = tuple("B" if want is None else want for want in shape)
-        raise ValueError(f"{name} must have shape {wanted}, got {actual}")
-
-
 def _ramp(coordinate: torch.Tensor, low: float, high: float, feather: float) -> torch.Tensor:
     """1 inside [low, high], smoothstep edges of width ``feather`` centred on the bounds."""
     rise = ((coordinate - (low - feather / 2)) / feather).clamp(0.0, 1.0)
@@ -176,7 +165,7 @@ def lower_face_region(config: GeneratorConfig, size: int, *, margin: float = 0.0
 
 def mask_lower_face(target: torch.Tensor, config: GeneratorConfig) -> torch.Tensor:
     """(B, 3, S, S) crops in [0, 1] -> the same with the lower-face hole blacked out."""
-    _check_shape("target", target, (None, 3, config.image_size, config.image_size))
+    assert_shape("target", target, (None, 3, config.image_size, config.image_size))
     region = lower_face_region(config, config.image_size).to(target)
     return target * (1.0 - region)
 
@@ -232,7 +221,7 @@ class ModulatedConv2d(nn.Module):
         return result
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        _check_shape("modulated conv input", x, (None, self.in_channels, None, None))
+        assert_shape("modulated conv input", x, (None, self.in_channels, None, None))
         styles = self.styles(w)
         if self.impl == "reference":
             return self.forward_reference(x, styles)
@@ -431,11 +420,11 @@ class AvatarGenerator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
         size = config.image_size
-        _check_shape("masked_target", masked_target, (None, 3, size, size))
+        assert_shape("masked_target", masked_target, (None, 3, size, size))
         batch = masked_target.shape[0]
-        _check_shape("reference", reference, (batch, 3, size, size))
-        _check_shape("geometry_map", geometry_map, (batch, config.geometry_channels, size, size))
-        _check_shape("coefficients", coefficients, (batch, config.num_coefficients))
+        assert_shape("reference", reference, (batch, 3, size, size))
+        assert_shape("geometry_map", geometry_map, (batch, config.geometry_channels, size, size))
+        assert_shape("coefficients", coefficients, (batch, config.num_coefficients))
 
         return self.synthesize(self.encode(masked_target, reference), geometry_map, coefficients)
 

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
+from engine.shapes import assert_shape
 from engine.weights import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -191,19 +192,6 @@ def slice_mel(mel: np.ndarray, start: int, stop: int, *, silence: float) -> np.n
     return out
 
 
-def _check_shape(name: str, tensor: Tensor, expected: tuple[int | None, ...]) -> None:
-    """Raise a ValueError naming ``name`` unless ``tensor`` has the ``expected`` shape
-    (None matches any size). Skipped while tracing for export."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return
-    shape = tuple(tensor.shape)
-    if len(shape) != len(expected) or any(
-        want is not None and got != want for got, want in zip(shape, expected, strict=True)
-    ):
-        wanted = "(" + ", ".join("*" if size is None else str(size) for size in expected) + ")"
-        raise ValueError(f"{name} must have shape {wanted}, got {shape}")
-
-
 def adaptive_layer_norm(tokens: Tensor, scale: Tensor, shift: Tensor, width: int) -> Tensor:
     """LayerNorm over the last axis (of size ``width``) without its own affine, then
     ``* scale + shift``, with scale and shift (B, 1, width) computed from the style code."""
@@ -281,11 +269,11 @@ class StyleEncoder(nn.Module):
 
     def forward(self, reference: Tensor, mask: Tensor | None = None) -> Tensor:
         k = self.config.num_coefficients
-        _check_shape("reference dynamics", reference, (None, None, k))
+        assert_shape("reference dynamics", reference, (None, None, k))
         batch, frames, _ = reference.shape
         if mask is None:
             mask = torch.ones(batch, frames, dtype=torch.bool, device=reference.device)
-        _check_shape("reference mask", mask, (batch, frames))
+        assert_shape("reference mask", mask, (batch, frames))
         weight = mask.to(reference.dtype).unsqueeze(-1)  # (B, T, 1)
         normalised = (reference - self.coefficient_mean) / self.coefficient_std * weight
         velocity = torch.zeros_like(normalised)
@@ -332,8 +320,8 @@ class MotionTransformer(nn.Module):
 
     def forward(self, mel: Tensor, style: Tensor) -> Tensor:
         config = self.config
-        _check_shape("mel window", mel, (None, config.window_frames, config.num_mels))
-        _check_shape("style", style, (mel.shape[0], config.style_dim))
+        assert_shape("mel window", mel, (None, config.window_frames, config.num_mels))
+        assert_shape("style", style, (mel.shape[0], config.style_dim))
         return self._predict(mel, style)
 
     def forward_sequence(self, mel: Tensor, style: Tensor) -> Tensor:
@@ -341,8 +329,8 @@ class MotionTransformer(nn.Module):
         covering ``config.mel_range(first, L)`` -> (B, L, K). Frame ``i`` of the result is
         exactly ``forward`` on its own window."""
         config = self.config
-        _check_shape("mel sequence", mel, (None, None, config.num_mels))
-        _check_shape("style", style, (mel.shape[0], config.style_dim))
+        assert_shape("mel sequence", mel, (None, None, config.num_mels))
+        assert_shape("style", style, (mel.shape[0], config.style_dim))
         extra = mel.shape[1] - config.window_frames
         if extra < 0 or extra % config.mel_per_frame:
             raise ValueError(
