@@ -13,7 +13,6 @@ from engine.generator import (
     ONNX_INPUTS,
     AvatarGenerator,
     GeneratorConfig,
-    ModulatedConv2d,
     composite,
     export_onnx,
     lower_face_region,
@@ -31,6 +30,7 @@ from engine.geometry_map import (
     GeometryRasteriser,
     fit_subject_projections,
 )
+from engine.modulated_conv import ModulatedConv2d
 
 TINY = GeneratorConfig(
     image_size=32,
