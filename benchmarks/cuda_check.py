@@ -85,10 +85,10 @@ from engine.backends import (
     input_shapes,
 )
 from engine.backends.base import one_line
-from engine.facade import AvatarEngine, EngineConfig, model_crop
-from engine.frames import STAGES, RenderedFrame
+from engine.facade import AvatarEngine, EngineConfig
 from engine.face3d import canonical_template
 from engine.face_crop import crop_transforms
+from engine.frames import STAGES, RenderedFrame
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 
@@ -276,7 +276,7 @@ def rig_avatar(model: AvatarModel, saved: Path, seconds: float) -> Avatar:
     rendered = [renderer.render_frame(rest, index) for index in range(max(1, round(seconds * fps)))]
     frames = np.stack([frame for frame, _ in rendered])
     landmarks = np.stack([marks for _, marks in rendered])
-    crop = model_crop(model)
+    crop = model.crop
     valid = np.ones(len(frames), dtype=bool)
     return Avatar(
         name=DEFAULT_AVATAR,
@@ -301,7 +301,7 @@ def build_avatar(model: AvatarModel, settings: Settings) -> tuple[Avatar | None,
     if importlib.util.find_spec("mediapipe") is None:
         return None, "mediapipe is not installed and no --landmarks file was given"
     return (
-        shipped_avatar(crop=model_crop(model), seconds=settings.avatar_seconds),
+        shipped_avatar(crop=model.crop, seconds=settings.avatar_seconds),
         "engine.avatar.default_avatar",
     )
 

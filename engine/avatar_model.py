@@ -11,12 +11,16 @@ a folder under ``$PRESENTER_HOME/models``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.errors import EngineError
-from engine.generator import LoadedGenerator, load_generator
+from engine.face_crop import CropConfig
+from engine.generator import LoadedGenerator, blend_support_box, load_generator, mask_lower_face
+from engine.generator_parts import feature_bytes
 from engine.motion import MotionCheckpoint, load_motion_checkpoint
 from engine.weights import presenter_home
 
@@ -54,6 +58,10 @@ def model_folder(name: str | Path = DEFAULT_MODEL) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class AvatarModel:
+    """A loaded model: its two parts, and what an engine needs to know of them (the crop
+    layout an avatar must be cut in, the generator's masking and blend support, the size of
+    its encoder's features), each worked out once, from the model itself."""
+
     name: str
     folder: Path
     motion: MotionCheckpoint
@@ -71,6 +79,34 @@ class AvatarModel:
                 f"model {self.name!r} has no style for {subject!r}; it knows {self.subjects}"
             )
         return self.motion.styles[subject]
+
+    @cached_property
+    def crop(self) -> CropConfig:
+        """The crop layout of the model's training data (the generator's header, else the
+        defaults): an avatar's frames must be cut the same way."""
+        training = self.generator.header.get("training", {})
+        values = training.get("crop")
+        if isinstance(values, dict):
+            return CropConfig(**values)
+        size = training.get("crop_size")
+        return CropConfig(size=int(size)) if size else CropConfig()
+
+    @cached_property
+    def support_box(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) generator pixels where the blend mask can be non-zero
+        (:func:`engine.generator.blend_support_box`)."""
+        return blend_support_box(self.generator.config)
+
+    @cached_property
+    def feature_bytes(self) -> int:
+        """Bytes of one crop's encoder feature maps in float32
+        (:func:`engine.generator_parts.feature_bytes`)."""
+        return feature_bytes(self.generator.config)
+
+    def mask_lower_face(self, crops: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) float32 crops at the generator's size, in [0, 1] -> the same with the
+        lower-face hole blacked out: the encoder's view of a target crop."""
+        return mask_lower_face(torch.from_numpy(crops), self.generator.config).numpy()
 
 
 def load_avatar_model(name: str | Path = DEFAULT_MODEL) -> AvatarModel:

@@ -62,9 +62,7 @@ from engine.frames import (
     RenderedFrame,
     Timeline,
 )
-from engine.face_crop import CropConfig
-from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
-from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis, feature_bytes
+from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 from engine.motion_frontend import MotionFrontEnd
 from engine.silence_gate import SilenceGate, rest_coefficients
@@ -75,8 +73,6 @@ log = logging.getLogger(__name__)
 Driver = Callable[[int], "np.ndarray | None"]
 """A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
 (or None to keep the audio's)."""
-
-
 
 
 class StageTimes:
@@ -156,8 +152,7 @@ class AvatarEngine:
     ) -> None:
         self.config = config or EngineConfig()
         self.model = model or load_avatar_model()
-        generator_config = self.model.generator.config
-        crop = model_crop(self.model)
+        crop = self.model.crop
         self.avatar = avatar or default_avatar(crop=crop)
         if self.avatar.crop != crop:
             raise EngineError(
@@ -173,22 +168,22 @@ class AvatarEngine:
         network = self.model.generator.generator
         self._encoder = encoder_runner or self._backend(GeneratorEncoder(network))
         self._synthesis = synthesis_runner or self._backend(GeneratorSynthesis(network))
-        size = generator_config.image_size
+        size = self.model.generator.config.image_size
         self._size = size
         # Every loop frame's crop at the generator's size, and its masked copy (done once).
         targets = np.stack(
             [_to_unit(self.avatar.crop_of(i), size) for i in range(self.avatar.num_frames)]
         )
         self._targets = targets
-        self._masked = mask_lower_face(torch.from_numpy(targets), generator_config).numpy()
+        self._masked = self.model.mask_lower_face(targets)
         self._reference = _to_unit(self.avatar.reference_crop(), size)
         # the encoder's feature maps per loop frame (each with a batch axis of 1), if kept
         self._features: dict[int, tuple[np.ndarray, ...]] = {}
         self._keep_features = (
-            self.avatar.num_frames * feature_bytes(generator_config)
+            self.avatar.num_frames * self.model.feature_bytes
             <= self.config.feature_cache_mb * 2**20
         )
-        self._support = _support_box(generator_config)
+        self._support = self.model.support_box
         self._paste_cache: dict[int, dict[tuple[int, ...], FrameDetail]] = {}
         self._style = np.asarray(self.model.style(subject), dtype=np.float32)
         self._rest = rest_coefficients(self.model.motion.model, self._style, silence=self._silence)
@@ -512,28 +507,3 @@ class AvatarEngine:
         self._features.clear()
         self._idle_images.clear()
         self._paste_cache.clear()
-
-
-def _support_box(config: GeneratorConfig) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) generator pixels where the blend mask can be non-zero."""
-    size = config.image_size
-    support = lower_face_region(config, size, margin=config.blend_margin)[0, 0].numpy() > 1e-4
-    rows, columns = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
-    if rows.size == 0:
-        return 0, size, 0, size
-    return (
-        max(0, int(rows[0]) - 1),
-        min(size, int(rows[-1]) + 2),
-        max(0, int(columns[0]) - 1),
-        min(size, int(columns[-1]) + 2),
-    )
-
-
-def model_crop(model: AvatarModel) -> CropConfig:
-    """The crop layout of the model's training data (its header, else the defaults)."""
-    training = model.generator.header.get("training", {})
-    values = training.get("crop")
-    if isinstance(values, dict):
-        return CropConfig(**values)
-    size = training.get("crop_size")
-    return CropConfig(size=int(size)) if size else CropConfig()

@@ -26,7 +26,7 @@ target, bit for bit.
 
 The lower-face hole is a fixed soft rectangle in normalised crop coordinates (the crops
 are stabilised, so the nose base and the chin sit at the same place in every frame); see
-:func:`lower_face_region` and :func:`mask_lower_face`.
+:func:`lower_face_region`, :func:`mask_lower_face` and :func:`blend_support_box`.
 
 The modulated convolutions and the synthesis layer are in :mod:`engine.modulated_conv`.
 """
@@ -161,6 +161,24 @@ def mask_lower_face(target: torch.Tensor, config: GeneratorConfig) -> torch.Tens
     assert_shape("target", target, (None, 3, config.image_size, config.image_size))
     region = lower_face_region(config, config.image_size).to(target)
     return target * (1.0 - region)
+
+
+def blend_support_box(config: GeneratorConfig) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) generator pixels where the blend mask can be non-zero:
+    the blend support's bounding box and one pixel more on every side (the whole crop when
+    the support is empty). Outside it the composite is the target, so the compositor blends
+    only inside."""
+    size = config.image_size
+    support = lower_face_region(config, size, margin=config.blend_margin)[0, 0].numpy() > 1e-4
+    rows, columns = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+    if rows.size == 0:
+        return 0, size, 0, size
+    return (
+        max(0, int(rows[0]) - 1),
+        min(size, int(rows[-1]) + 2),
+        max(0, int(columns[0]) - 1),
+        min(size, int(columns[-1]) + 2),
+    )
 
 
 def composite(crop: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -72,13 +72,13 @@ def build_engine(recipe: EngineRecipe) -> AvatarEngine:
 
     from engine.avatar import load_avatar
     from engine.avatar_model import load_avatar_model
-    from engine.facade import AvatarEngine, EngineConfig, model_crop
+    from engine.facade import AvatarEngine, EngineConfig
 
     torch.set_num_threads(recipe.threads)
     model = load_avatar_model(recipe.model)
     return AvatarEngine(
         model=model,
-        avatar=load_avatar(recipe.avatar, crop=model_crop(model)),
+        avatar=load_avatar(recipe.avatar, crop=model.crop),
         config=EngineConfig(
             backend=recipe.backend,
             device=recipe.device,

@@ -17,6 +17,7 @@ from engine.avatar_model import (
 )
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
+from engine.face_crop import CropConfig
 from engine.generator import export_onnx as export_generator
 from engine.generator import save_generator
 from engine.motion import export_onnx as export_motion
@@ -36,6 +37,26 @@ def test_default_model_is_shipped_small_and_consistent() -> None:
     training = model.generator.header["training"]
     assert training["dynamics_source"] == "predicted"  # the joint stage's output
     assert training["heldout_clips"] > 0
+
+
+def test_the_model_answers_what_an_engine_asks() -> None:
+    model = load_avatar_model()
+    assert model.crop == CropConfig(**model.generator.header["training"]["crop"])
+    network = model.generator.generator
+    # the blend mask is zero outside the support box, and not zero everywhere inside it
+    top, bottom, left, right = model.support_box
+    support = network.blend_support[0, 0].numpy()
+    inside = np.zeros(support.shape, dtype=bool)
+    inside[top:bottom, left:right] = True
+    assert support[~inside].max() <= 1e-4 < support[inside].max()
+    assert model.support_box is model.support_box  # worked out once
+    size = model.generator.config.image_size
+    crops = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    expected = crops * (1.0 - network.hole.numpy())
+    np.testing.assert_allclose(model.mask_lower_face(crops), expected, rtol=0, atol=1e-7)
+    with torch.inference_mode():
+        features = network.encode(torch.zeros(1, 3, size, size), torch.zeros(1, 3, size, size))
+    assert model.feature_bytes == 4 * sum(f.numel() for f in features)
 
 
 def test_unknown_model_names_what_is_shipped(tmp_path) -> None:
