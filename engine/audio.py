@@ -25,7 +25,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16000
+from engine.frames import ENGINE_RATE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +34,7 @@ class MelConfig:
     triangular filters normalised to unit area (Slaney style), natural log of
     ``max(energy, log_floor)``."""
 
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int = ENGINE_RATE  # what the mel front end hears: the engine's clock
     num_mels: int = 80
     window_ms: float = 25.0
     hop_ms: float = 10.0
@@ -255,7 +255,7 @@ class StreamingLogMel:
         return frames
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+def resample(audio: np.ndarray, rate_in: int, rate_out: int = ENGINE_RATE) -> np.ndarray:
     """Mono float32 audio from ``rate_in`` to ``rate_out`` Hz.
 
     Polyphase FIR (``scipy.signal.resample_poly``, Kaiser-windowed sinc, exact rational

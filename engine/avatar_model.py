@@ -19,6 +19,7 @@ import torch
 
 from engine.errors import EngineError
 from engine.face_crop import CropConfig
+from engine.frames import Timeline
 from engine.generator import LoadedGenerator, blend_support_box, load_generator, mask_lower_face
 from engine.generator_parts import feature_bytes
 from engine.motion import MotionCheckpoint, load_motion_checkpoint
@@ -58,9 +59,10 @@ def model_folder(name: str | Path = DEFAULT_MODEL) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class AvatarModel:
-    """A loaded model: its two parts, and what an engine needs to know of them (the crop
-    layout an avatar must be cut in, the generator's masking and blend support, the size of
-    its encoder's features), each worked out once, from the model itself."""
+    """A loaded model: its two parts, and what an engine needs to know of them (the clock it
+    renders on, the crop layout an avatar must be cut in, the generator's masking and blend
+    support, the size of its encoder's features), each worked out once, from the model
+    itself."""
 
     name: str
     folder: Path
@@ -79,6 +81,12 @@ class AvatarModel:
                 f"model {self.name!r} has no style for {subject!r}; it knows {self.subjects}"
             )
         return self.motion.styles[subject]
+
+    @cached_property
+    def timeline(self) -> Timeline:
+        """The clock the model renders on: its mel front end's sample rate, cut into video
+        frames at its motion model's fps."""
+        return self.motion.config.timeline(self.motion.mel.sample_rate)
 
     @cached_property
     def crop(self) -> CropConfig:

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.audio import MelConfig, pcm_to_float
+from engine.audio import pcm_to_float
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
@@ -55,7 +55,6 @@ from engine.backends import (
 from engine.compositor import CompositorConfig, FrameDetail, paste
 from engine.errors import EngineError
 from engine.frames import (
-    ENGINE_TIMELINE,
     OUTPUT_FORMATS,
     STAGES,
     OutputFormat,
@@ -162,7 +161,7 @@ class AvatarEngine:
         subject = self.avatar.subject
         self._mapper = self.model.generator.mapper(subject)
         self._motion_config = self.model.motion.config
-        self._mel = MelConfig()
+        self._mel = self.model.motion.mel
         self._silence = float(np.float32(np.log(self._mel.log_floor)))
         self._motion = motion_runner or self._backend(self.model.motion.model.transformer)
         network = self.model.generator.generator
@@ -230,7 +229,8 @@ class AvatarEngine:
 
     @property
     def timeline(self) -> Timeline:
-        return ENGINE_TIMELINE
+        """The model's clock (:attr:`engine.avatar_model.AvatarModel.timeline`)."""
+        return self.model.timeline
 
     @property
     def delay_samples(self) -> int:

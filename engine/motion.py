@@ -34,6 +34,7 @@ import logging
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.audio import MelConfig
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
+from engine.frames import FPS, Timeline
 from engine.shapes import assert_shape
 from engine.weights import load_checkpoint, save_checkpoint
 
@@ -72,7 +75,7 @@ class MotionConfig:
     num_coefficients: int
     num_mels: int = 80
     mel_hop_ms: float = 10.0
-    fps: int = 25
+    fps: int = FPS
     past_ms: float = 400.0
     lookahead_ms: float = 80.0
     token_mel_frames: int = 4  # mel frames per input token (40 ms at the defaults)
@@ -124,6 +127,15 @@ class MotionConfig:
     def mel_per_frame(self) -> int:
         """Mel frames per video frame (4 at 25 fps and a 10 ms hop)."""
         return _whole_frames(1000.0 / self.fps, self.mel_hop_ms, "the video frame span")
+
+    def timeline(self, sample_rate: int) -> Timeline:
+        """The video frames of this model on a clock of ``sample_rate`` Hz (the mel front
+        end's): ``sample_rate / fps`` samples a frame, a whole number or ValueError."""
+        if sample_rate <= 0 or sample_rate % self.fps:
+            raise ValueError(
+                f"a video frame at {self.fps} fps is no whole number of samples at {sample_rate} Hz"
+            )
+        return Timeline(sample_rate, sample_rate // self.fps)
 
     @property
     def window_frames(self) -> int:
@@ -462,6 +474,13 @@ class MotionCheckpoint:
     identities: dict[str, np.ndarray]  # subject -> (N, 3) identity shape
     styles: dict[str, np.ndarray]  # subject -> (style_dim,) default style code
     header: dict[str, Any]
+
+    @cached_property
+    def mel(self) -> MelConfig:
+        """The log-mel the model was trained on (its header's, else the defaults): what its
+        front end must compute."""
+        values = self.header.get("mel")
+        return MelConfig.from_dict(values) if isinstance(values, dict) else MelConfig()
 
 
 def save_motion_checkpoint(

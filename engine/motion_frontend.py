@@ -87,7 +87,8 @@ class MotionFrontEnd:
                 f"motion config mel hop {motion_config.mel_hop_ms} ms != "
                 f"mel config hop {mel_config.hop_ms} ms"
             )
-        frame_samples = mel_config.sample_rate / motion_config.fps
+        self.timeline = motion_config.timeline(mel_config.sample_rate)  # on the mel's clock
+        frame_samples = self.timeline.frame_samples
         if frame_samples != motion_config.mel_per_frame * mel_config.hop_length:
             raise ValueError(
                 f"a video frame of {frame_samples} samples is not "
@@ -112,7 +113,7 @@ class MotionFrontEnd:
     @property
     def samples_per_frame(self) -> int:
         """``S``: samples of one video frame (640 at 16 kHz and 25 fps)."""
-        return self.motion_config.mel_per_frame * self.mel_config.hop_length
+        return self.timeline.frame_samples
 
     @property
     def window_frames(self) -> int:

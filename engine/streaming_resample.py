@@ -47,6 +47,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy.signal import firwin
 
+from engine.frames import ENGINE_RATE
+
 KAISER_BETA = 5.0  # resample_poly's default window=("kaiser", 5.0)
 HALF_LENGTH_FACTOR = 10  # resample_poly: half_len = 10 * max(up, down)
 
@@ -85,7 +87,7 @@ class StreamingResampler:
     until ``reset``. See the module docstring for the timing.
     """
 
-    def __init__(self, rate_in: int, rate_out: int = 16000) -> None:
+    def __init__(self, rate_in: int, rate_out: int = ENGINE_RATE) -> None:
         self._rate_in = _check_rate("rate_in", rate_in)
         self._rate_out = _check_rate("rate_out", rate_out)
         ratio = Fraction(self._rate_out, self._rate_in)

@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from engine.frames import ENGINE_RATE, FPS
+
 AAC_FRAME_SIZE = 1024
 
 
@@ -20,9 +22,9 @@ def write_mp4(
     path: Path,
     frames: Iterable[np.ndarray],
     *,
-    fps: int = 25,
+    fps: int = FPS,
     audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = ENGINE_RATE,
     crf: int = 17,
     preset: str = "veryfast",
     audio_bitrate: int = 96_000,

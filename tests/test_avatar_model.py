@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from engine.audio import MelConfig
 from engine.avatar_model import (
     DEFAULT_MODEL,
     GENERATOR_FILE,
@@ -18,6 +19,7 @@ from engine.avatar_model import (
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.face_crop import CropConfig
+from engine.frames import ENGINE_TIMELINE
 from engine.generator import export_onnx as export_generator
 from engine.generator import save_generator
 from engine.motion import export_onnx as export_motion
@@ -42,6 +44,7 @@ def test_default_model_is_shipped_small_and_consistent() -> None:
 def test_the_model_answers_what_an_engine_asks() -> None:
     model = load_avatar_model()
     assert model.crop == CropConfig(**model.generator.header["training"]["crop"])
+    assert model.motion.mel == MelConfig() and model.timeline == ENGINE_TIMELINE
     network = model.generator.generator
     # the blend mask is zero outside the support box, and not zero everywhere inside it
     top, bottom, left, right = model.support_box

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.audio import MelConfig, log_mel
+from engine.frames import ENGINE_TIMELINE, Timeline
 from engine.motion import MotionConfig, slice_mel
 from engine.motion_frontend import FrontEndFrames, MotionFrontEnd
 
@@ -112,6 +113,17 @@ def test_default_delay() -> None:
     assert front.delay_samples == 8 * 160 + 200 - 160 == 1320
     assert front.samples_needed(0) == 640 + 1320
     assert front.samples_needed(3) == 4 * 640 + 1320
+
+
+def test_the_frame_clock_comes_from_the_configs() -> None:
+    # the defaults are the engine's clock; another rate or fps gives another clock
+    assert MotionFrontEnd(DEFAULT).timeline == ENGINE_TIMELINE
+    assert MotionFrontEnd(DEFAULT).samples_per_frame == ENGINE_TIMELINE.frame_samples
+    slow = MotionConfig(num_coefficients=1, fps=20)
+    front = MotionFrontEnd(slow, MelConfig(sample_rate=8000, fmax=4000.0))
+    assert front.timeline == Timeline(8000, 400) and front.samples_per_frame == 400
+    with pytest.raises(ValueError, match="whole number of samples"):
+        DEFAULT.timeline(16010)
 
 
 @pytest.mark.parametrize(

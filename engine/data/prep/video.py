@@ -18,13 +18,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio import SAMPLE_RATE, resample
+from engine.audio import resample
 from engine.audio_file import decode_mono
 from engine.errors import EngineError
+from engine.frames import ENGINE_RATE, FPS
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 _TIMESTAMP_TOLERANCE = Fraction(1, 1000)  # seconds
 
 
@@ -268,7 +268,7 @@ def _first_video_time(path: Path) -> Fraction:
 
 
 def decode_audio(
-    path: str | Path, *, sample_rate: int = SAMPLE_RATE, align_to_video: bool = True
+    path: str | Path, *, sample_rate: int = ENGINE_RATE, align_to_video: bool = True
 ) -> np.ndarray:
     """Mono float32 audio at ``sample_rate``, starting at the first video frame (when
     ``align_to_video``). Channels are averaged."""
