@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.errors import EngineError
 from engine.face_crop import CropConfig, crop_transforms, warp_crop
+from engine.frames import FPS
 
 DEFAULT_AVATAR = "default"
 DEFAULT_SUBJECT = "default-avatar"
@@ -36,7 +37,7 @@ class Avatar:
     crop_matrices: np.ndarray  # (N, 2, 3) float64 frame -> crop (MediaPipe corner convention)
     crop: CropConfig
     reference_index: int = 0  # the loop frame whose crop is the generator's reference
-    fps: float = 25.0
+    fps: float = float(FPS)
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
@@ -83,7 +84,7 @@ def avatar_from_frames(
     name: str,
     subject: str,
     crop: CropConfig,
-    fps: float = 25.0,
+    fps: float = float(FPS),
 ) -> Avatar:
     """An avatar from a loop of frames and their (N, 478, >=2) landmarks in pixels."""
     if len(frames) != len(landmarks) or len(frames) == 0:
@@ -100,7 +101,7 @@ def avatar_from_frames(
 
 
 def default_avatar(
-    *, crop: CropConfig | None = None, seconds: float = 6.0, seed: int = 11, fps: float = 25.0
+    *, crop: CropConfig | None = None, seconds: float = 6.0, seed: int = 11, fps: float = float(FPS)
 ) -> Avatar:
     """The shipped avatar: the default portrait's idle loop (rest mouth, blinks, head motion)
     rendered by the synthetic rig, ``seconds`` long (played back and forth)."""

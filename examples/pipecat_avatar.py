@@ -51,6 +51,7 @@ from pipecat.services.tts_service import TTSService
 from pipecat.workers.runner import WorkerRunner
 
 from engine.audio import float_to_pcm16
+from engine.frames import FPS
 from engine.speech.espeak import EspeakVoice
 from presenter.plugins.pipecat_processor import STREAM_SAMPLE, PresenterAvatarProcessor
 
@@ -59,7 +60,6 @@ SENTENCES = (
     "My lips follow the speech, and between sentences I wait, and blink.",
 )
 ESPEAK_RATE = 22050  # espeak-ng's sample rate
-FPS = 25
 AUDIO_RATE = 48000
 FRAME_SAMPLES = AUDIO_RATE // FPS  # audio samples a video frame lasts
 

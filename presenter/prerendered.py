@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.frames import STAGES, OutputFormat, RenderedFrame
+from engine.frames import ENGINE_RATE, SAMPLES_PER_FRAME, STAGES, OutputFormat, RenderedFrame
 from presenter.errors import PresenterError
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class PrerenderedEngine:
         images: Sequence[np.ndarray],
         *,
         format: OutputFormat = "yuv420p",
-        sample_rate: int = 16000,
-        samples_per_frame: int = 640,
+        sample_rate: int = ENGINE_RATE,
+        samples_per_frame: int = SAMPLES_PER_FRAME,
     ) -> None:
         if not images:
             raise PresenterError("a pre-rendered engine needs at least one frame")

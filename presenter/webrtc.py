@@ -51,6 +51,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
+from engine.frames import FPS
 from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
 from presenter.stream import StreamClosed, Subscription
 from presenter.trace import FrameTrace
@@ -186,7 +187,7 @@ class SharedVideoEncoder(_SharedEncoder):
         subscription: Subscription,
         *,
         bitrate: int = 1_500_000,
-        fps: int = 25,
+        fps: int = FPS,
         keyframe_interval_s: float = 2.0,
         preset: str = "superfast",
         viewer_queue: int = 8,

@@ -43,11 +43,11 @@ from engine.audio import MelConfig
 from engine.errors import EngineError
 from engine.face3d import DynamicsBasis
 from engine.face_crop import CropConfig
+from engine.frames import FPS
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-FPS = 25
 HEADER_NAME = "dataset.json"
 BASIS_NAME = "dynamics_basis.safetensors"
 CLIPS_DIR = "clips"
