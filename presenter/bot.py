@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.speech.voices import VoiceBook
+from engine.speech.voices import DEFAULT_RATE_WPM, VoiceBook
 from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
 from presenter.sources.tts import TtsSource
@@ -108,7 +108,7 @@ class PresenterBot:
             raise ControlError(
                 f"text of {len(text)} characters is over the limit of {self.limits.max_text_chars}"
             )
-        rate = 175 if rate is None else rate
+        rate = DEFAULT_RATE_WPM if rate is None else rate
         if (
             not isinstance(rate, int)
             or isinstance(rate, bool)

