@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.audio import float_to_pcm16
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,7 +113,7 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        out.writeframes(float_to_pcm16(audio).astype("<i2").tobytes())
     return path
 
 

@@ -47,10 +47,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import av
-import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
+from engine.audio import float_to_pcm16
 from engine.frames import FPS
 from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
 from presenter.stream import StreamClosed, Subscription
@@ -414,7 +414,7 @@ class EncodedAudioTrack(_PacketTrack):
 
 def audio_frame(chunk: AudioChunk) -> av.AudioFrame:
     """An ``AudioChunk`` (float32 mono) as an s16 mono ``av.AudioFrame``, pts in samples."""
-    pcm = np.clip(np.rint(chunk.pcm * 32767.0), -32768, 32767).astype(np.int16)
+    pcm = float_to_pcm16(chunk.pcm)
     frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = chunk.sample_rate
     frame.pts = chunk.pts

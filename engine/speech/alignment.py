@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from engine.audio import resample
+from engine.audio import float_to_pcm16, resample
 from engine.errors import EngineError
 from engine.speech.ipa import IpaToArpabet, merge_silences
 from engine.speech.phonemes import ENGLISH_PHONEMES, SILENCE, normalise_arpabet
@@ -289,7 +289,7 @@ class ForcedAligner:
         words = self.prepare_transcript(text)
         if not words:
             raise EngineError(f"nothing to align: no usable words in {text!r}")
-        pcm = (np.clip(audio.astype(np.float32), -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        pcm = float_to_pcm16(audio.astype(np.float32)).tobytes()
         with self._lock:
             spoken = self._word_pass(pcm, words, text)
             aligned = self._state_alignment_pass(pcm)
