@@ -1,6 +1,7 @@
 """``AvatarEngine``: audio in, finished frames out. The presenter never does model arithmetic.
 
-Pipeline per video frame ``t`` (25 fps, 640 samples of the engine's 16 kHz clock):
+Pipeline per video frame ``t`` (on the model's clock, :attr:`AvatarEngine.timeline`: 25 fps,
+640 samples of 16 kHz, for the shipped model):
 
     PCM (any rate, any chunk) -> StreamingResampler (16 kHz, exact)
       -> MotionFrontEnd (log-mel window of frame t, once its look-ahead has arrived)

@@ -1,9 +1,10 @@
 """Lip-sync a whole audio file into an mp4: the engine's frames with the sound muxed in.
 
 The audio goes through :class:`engine.facade.AvatarEngine` in one-second chunks (the
-streaming path, which equals the offline one), frames are encoded as they come (H.264,
-25 fps) and the original audio is muxed at its own rate starting at pts 0, so frame ``k``
-(pts ``k / 25`` s) shows the mouth of audio ``[k * 40 ms, (k + 1) * 40 ms)``.
+streaming path, which equals the offline one), frames are encoded as they come (H.264 at
+the engine's frame rate, :attr:`AvatarEngine.timeline`: 25 fps for the shipped model) and
+the original audio is muxed at its own rate starting at pts 0, so frame ``k`` (pts
+``k / 25`` s) shows the mouth of audio ``[k * 40 ms, (k + 1) * 40 ms)``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from tqdm import tqdm
 
 from engine.audio_file import read_audio
 from engine.facade import AvatarEngine
-from engine.frames import FPS
 from engine.video_file import write_mp4
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def render_audio(
 ) -> RenderSummary:
     """Render mono float32 ``pcm`` at ``rate`` into ``out_path`` (mp4, H.264 + AAC)."""
     seconds = len(pcm) / rate
-    total = int(np.ceil(seconds * FPS - 1e-9))
+    fps = round(engine.timeline.fps)
+    total = int(np.ceil(seconds * fps - 1e-9))
     began = time.perf_counter()
 
     def frames() -> Iterator[np.ndarray]:
@@ -66,7 +67,7 @@ def render_audio(
                 yield frame.image
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    count = write_mp4(out_path, frames(), fps=FPS, audio=pcm, sample_rate=rate)
+    count = write_mp4(out_path, frames(), fps=fps, audio=pcm, sample_rate=rate)
     summary = RenderSummary(
         frames=count, audio_seconds=seconds, wall_seconds=time.perf_counter() - began
     )
