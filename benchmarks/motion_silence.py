@@ -19,6 +19,7 @@ import torch
 
 from engine.audio import MelConfig, log_mel, resample
 from engine.data.prep.dataset import read_header
+from engine.frames import ENGINE_RATE, FPS
 from engine.motion import load_motion_checkpoint, slice_mel
 from engine.speech.espeak import EspeakVoice
 from engine.speech.phonemes import SILENCE
@@ -30,8 +31,7 @@ SENTENCES = (
     "She sells sea shells by the shore.",
     "Move the big brown box over there.",
 )
-RATE = 16000
-FPS = 25
+RATE = ENGINE_RATE
 LEAD_S, TAIL_S = 0.5, 1.0
 CLOSED_MARGIN_PX = 1.0
 CLOSED_FOR_FRAMES = 3

@@ -29,10 +29,11 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.errors import EngineError
+from engine.frames import FPS
+from engine.speech.espeak import DEFAULT_RATE_WPM
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 SUBJECT = "default-avatar"
 HELDOUT_FRACTION = 0.1
 ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
@@ -97,7 +98,7 @@ class ClipSpec:
     seed: int
     text: str = ""
     espeak_voice: str = ""
-    rate_wpm: int = 175
+    rate_wpm: int = DEFAULT_RATE_WPM
     pitch: int = 50
     length_scale: float = 1.0
     prompt: str = ""  # real recordings: the prompt's name

@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from engine.data.prep.video import decode_audio, iter_frames
 from engine.errors import EngineError
+from engine.frames import FPS
 from engine.speech.phonemes import PHONE_TO_VISEME, phone_per_frame
 from engine.video_file import write_mp4
 
@@ -32,7 +33,7 @@ def _clip_names(corpus_dir: Path) -> list[Path]:
 
 
 def write_preview(
-    corpus_dir: Path, out_path: Path, *, seconds: float = 10.0, fps: int = 25
+    corpus_dir: Path, out_path: Path, *, seconds: float = 10.0, fps: int = FPS
 ) -> float:
     """Clips one after another (sources mixed) up to ``seconds``; returns the length written."""
     names = _clip_names(Path(corpus_dir))

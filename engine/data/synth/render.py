@@ -42,6 +42,7 @@ from engine.data.synth.visemes import (
     NUM_CONTROLS,
     ControlTrack,
 )
+from engine.frames import FPS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _SUBPIXEL = 1 << _SUBPIXEL_BITS
 class RenderConfig:
     """What the renderer adds around the mouth, and how."""
 
-    fps: float = 25.0
+    fps: float = float(FPS)
     idle_motion: bool = True
     blinks: bool = True
     motion: IdleMotionConfig = field(default_factory=IdleMotionConfig)

@@ -27,6 +27,7 @@ from typing import Final
 
 import numpy as np
 
+from engine.frames import FPS
 from engine.speech.phonemes import DIPHTHONG_GLIDES, PHONE_TO_VISEME, SILENCE, VISEMES
 from engine.speech.utterance import TimedSpan
 
@@ -135,7 +136,7 @@ _FLOOR: Final = 1e-9  # weight of the rest pose where no segment has any dominan
 class CoarticulationConfig:
     """Parameters of the dominance model and of the per-frame sampling."""
 
-    fps: float = 25.0
+    fps: float = float(FPS)
     sample_rate: float = 200.0  # Hz of the control curve before box-averaging per frame
     anticipation_s: float = 0.075  # dominance decay constant before a segment
     carryover_s: float = 0.06  # dominance decay constant after a segment
