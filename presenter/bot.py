@@ -28,8 +28,10 @@ import numpy as np
 from engine.speech.voices import VoiceBook
 from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
+from presenter.playback import Playback
 from presenter.sources.tts import TtsSource
-from presenter.stream import AvatarStream, Playback, StreamClosed
+from presenter.stream import AvatarStream
+from presenter.subscription import StreamClosed
 
 # a stop (with its closing quotes or brackets) where the next sentence starts
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
