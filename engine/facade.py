@@ -61,6 +61,7 @@ from engine.frames import (
     STAGES,
     OutputFormat,
     RenderedFrame,
+    SpeakingStyle,
     Timeline,
 )
 from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
@@ -294,16 +295,12 @@ class AvatarEngine:
         self._windows.clear()
         self._restart_stream()
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
+    def set_style(self, style: SpeakingStyle) -> str:
         """Speaking style from (T, K) reference dynamics, a (style_dim,) code or the default
         style of a subject the model knows; none of them: the avatar's default style. Returns
         what the style now is (the subject's name, ``"code"`` or ``"reference"``)."""
         motion = self.model.motion
+        subject, code, reference = style.subject, style.code, style.reference
         described = "reference" if reference is not None else "code"
         if subject is not None:
             self._style = np.asarray(self.model.style(subject), dtype=np.float32)

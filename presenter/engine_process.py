@@ -32,6 +32,7 @@ from engine.frames import (
     STREAM_ENGINE_CALLS,
     STREAM_ENGINE_PROPERTIES,
     RenderedFrame,
+    SpeakingStyle,
     Timeline,
 )
 from presenter.errors import PresenterError
@@ -161,13 +162,8 @@ class EngineProcess:
     def flush(self) -> None:
         self._request("call", "flush")
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
-        return str(self._request("call", "set_style", reference, code, subject))
+    def set_style(self, style: SpeakingStyle) -> str:
+        return str(self._request("call", "set_style", style))
 
     def close(self) -> None:
         if self._closed:

@@ -263,7 +263,7 @@ class EngineWorker:
         assert self._executor is not None and self.job is None
         calls, self._calls = self._calls, []
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._work, ops, calls)
+        future = loop.run_in_executor(self._executor, self._run_job, ops, calls)
         self.job = EngineJob(future, epoch, anchor, began, submitted_ms)
         return self.job
 
@@ -283,7 +283,7 @@ class EngineWorker:
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, True)
 
-    def _work(
+    def _run_job(
         self, ops: list[EngineOp], calls: list[EngineCall[Any]]
     ) -> tuple[list[RenderedFrame], int]:
         """The worker thread: the only place the engine is used while the stream runs.

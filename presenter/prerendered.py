@@ -28,6 +28,7 @@ from engine.frames import (
     STAGES,
     OutputFormat,
     RenderedFrame,
+    SpeakingStyle,
     Timeline,
 )
 from presenter.errors import PresenterError
@@ -183,12 +184,7 @@ class PrerenderedEngine:
         self._start_over()
         self._ready = 0
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
+    def set_style(self, style: SpeakingStyle) -> str:
         raise PresenterError("the pre-rendered engine has no speaking style to change")
 
     def _start_over(self) -> None:

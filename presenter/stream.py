@@ -258,7 +258,7 @@ class AvatarStream:
             clock=self.clock,
             trace=self.trace,
             release_time=lambda index: self.release_time(self.timeline.frame_start(index)),
-            deliver=self._keep,
+            deliver=self._hold_for_release,
             fail=self._fail,
         )
 
@@ -450,7 +450,7 @@ class AvatarStream:
             trace.input(self._traced_input, at_ms)
             self._traced_input += 1
 
-    def _keep(self, frame: RenderedFrame, index: int, job: EngineJob) -> None:
+    def _hold_for_release(self, frame: RenderedFrame, index: int, job: EngineJob) -> None:
         """The engine rendered stream frame ``index``: it waits for its release, unless it
         came too late (it is then counted as dropped when its time comes)."""
         if index < self._next_frame:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from engine.frames import ENGINE_TIMELINE, RenderedFrame, Timeline
+from engine.frames import ENGINE_TIMELINE, RenderedFrame, SpeakingStyle, Timeline
 from engine.streaming_resample import StreamingResampler
 from presenter.clock import Clock
 from presenter.media import AudioChunk, SegmentEvent, VideoOut
@@ -134,15 +134,13 @@ class FakeEngine:
         self._audio = np.zeros(0, np.float32)
         self._emitted = 0
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
-        self.style = subject or ("code" if code is not None else "reference")
-        if subject is None and code is None and reference is None:
-            self.style = "default"
+    def set_style(self, style: SpeakingStyle) -> str:
+        if style.subject is not None:
+            self.style = style.subject
+        elif style.code is not None:
+            self.style = "code"
+        else:
+            self.style = "default" if style.reference is None else "reference"
         return self.style
 
     def close(self) -> None:
