@@ -118,7 +118,7 @@ from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE, AudioChunk, SegmentEvent
 from presenter.playback import Playback, Playlist
 from presenter.sources.base import AudioSource
 from presenter.stamp import click_burst, stamp_audio, stamp_video
-from presenter.subscription import StreamClosed, Subscribers, Subscription
+from presenter.subscription import StreamClosed, Subscribers
 from presenter.trace import FrameTrace
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,8 @@ class AvatarStream:
             video_queue_ms=self.config.video_queue_ms,
             audio_queue_ms=self.config.audio_queue_ms,
         )
+        # a new consumer: it gets what is released from now on (Subscribers.add)
+        self.subscribe = self._subscribers.add
         # state, counters
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -323,28 +325,6 @@ class AvatarStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def subscribe(
-        self,
-        *,
-        video_queue_ms: float | None = None,
-        audio_queue_ms: float | None = None,
-        audio: bool = True,
-        video: bool = True,
-        lossy: bool = False,
-    ) -> Subscription:
-        """A new consumer; it gets what is released from now on (``audio`` / ``video``
-        False: none of that kind; events always). ``lossy``: beyond its audio budget it
-        loses its oldest audio instead of being closed."""
-        if self._closed:
-            raise StreamClosed(self._failure or "the stream is closed")
-        return self._subscribers.add(
-            video_queue_ms=video_queue_ms,
-            audio_queue_ms=audio_queue_ms,
-            audio=audio,
-            video=video,
-            lossy=lossy,
-        )
 
     def say(self, source: AudioSource) -> Playback:
         """Queue a source; sources play one after another."""

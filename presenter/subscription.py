@@ -169,6 +169,7 @@ class Subscribers:
         self.video_queue_ms = video_queue_ms
         self.audio_queue_ms = audio_queue_ms
         self._members: list[Subscription] = []
+        self._closed: str | None = None  # why no one can subscribe any more
 
     def add(
         self,
@@ -179,6 +180,12 @@ class Subscribers:
         video: bool = True,
         lossy: bool = False,
     ) -> Subscription:
+        """A new consumer; it gets what is released from now on (``audio`` / ``video``
+        False: none of that kind; events always). ``lossy``: beyond its audio budget it
+        loses its oldest audio instead of being closed. Raises :class:`StreamClosed` once the
+        stream is closed."""
+        if self._closed is not None:
+            raise StreamClosed(self._closed)
         video_ms = self.video_queue_ms if video_queue_ms is None else video_queue_ms
         audio_ms = self.audio_queue_ms if audio_queue_ms is None else audio_queue_ms
         subscription = Subscription(
@@ -205,7 +212,9 @@ class Subscribers:
             subscription.deliver_event(event)
 
     def close(self, reason: str) -> None:
-        """Close every subscription (each gets ``StreamClosed(reason)`` once drained)."""
+        """Close every subscription (each gets ``StreamClosed(reason)`` once drained); no new
+        one is taken."""
+        self._closed = reason
         members, self._members = self._members, []
         for subscription in members:
             subscription.close(reason)
