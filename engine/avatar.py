@@ -128,9 +128,9 @@ def avatars_dir() -> Path:
 
 def avatar_path(name_or_path: str | Path) -> Path:
     """The folder of an avatar: a bare name is one under :func:`avatars_dir`, anything else
-    (a :class:`~pathlib.Path`, or a string with a folder in it) is a folder of its own."""
-    if isinstance(name_or_path, Path) or len(Path(name_or_path).parts) != 1:
-        return Path(name_or_path)
+    (a :class:`~pathlib.Path`, or a string with a ``/`` in it) is a folder of its own."""
+    if isinstance(name_or_path, Path) or "/" in name_or_path or os.sep in name_or_path:
+        return Path(name_or_path).expanduser()
     if not _NAME.fullmatch(name_or_path):
         raise EngineError(
             f"{name_or_path!r} is not an avatar name (letters, digits, '.', '_', '-'; "
