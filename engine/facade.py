@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from engine.audio import MelConfig, pcm_to_float
-from engine.avatar import Avatar, default_avatar
+from engine.avatar import DEFAULT_AVATAR, Avatar, load_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
     EncoderBackend,
@@ -143,7 +143,12 @@ def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class AvatarEngine:
-    """Lip-syncs an avatar to streamed audio; see the module docstring for the timing."""
+    """Lip-syncs an avatar to streamed audio; see the module docstring for the timing.
+
+    ``model`` and ``avatar`` default to the shipped model and the stored default avatar
+    (made once by :mod:`engine.data.synth.default_avatar`; the presenter makes it on first
+    use).
+    """
 
     def __init__(
         self,
@@ -159,7 +164,7 @@ class AvatarEngine:
         self.model = model or load_avatar_model()
         generator_config = self.model.generator.config
         crop = model_crop(self.model)
-        self.avatar = avatar or default_avatar(crop=crop)
+        self.avatar = avatar or load_avatar(DEFAULT_AVATAR, crop=crop)
         if self.avatar.crop != crop:
             raise EngineError(
                 f"avatar {self.avatar.name!r} is cut as {self.avatar.crop}, the model was "

@@ -41,15 +41,15 @@ def build_engine(recipe: EngineRecipe) -> AvatarEngine:
     """The engine of ``recipe``, in this process (torch's threads set to ``recipe.threads``)."""
     import torch
 
-    from engine.avatar import load_avatar
     from engine.avatar_model import load_avatar_model
+    from engine.data.synth.default_avatar import load_or_make_avatar
     from engine.facade import AvatarEngine, EngineConfig, model_crop
 
     torch.set_num_threads(recipe.threads)
     model = load_avatar_model(recipe.model)
     return AvatarEngine(
         model=model,
-        avatar=load_avatar(recipe.avatar, crop=model_crop(model)),
+        avatar=load_or_make_avatar(recipe.avatar, crop=model_crop(model)),
         config=EngineConfig(
             backend=recipe.backend,
             device=recipe.device,
