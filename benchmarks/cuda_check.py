@@ -72,8 +72,7 @@ import numpy as np
 import torch
 
 from benchmarks.engine import FRAME_MS, RATE, measure, speech
-from engine.avatar import DEFAULT_AVATAR, DEFAULT_SUBJECT, Avatar
-from engine.avatar import default_avatar as shipped_avatar
+from engine.avatar import DEFAULT_AVATAR, Avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
     Backend,
@@ -85,6 +84,8 @@ from engine.backends import (
     input_shapes,
 )
 from engine.backends.base import one_line
+from engine.data.synth.default_avatar import DEFAULT_SUBJECT
+from engine.data.synth.default_avatar import make_default_avatar as shipped_avatar
 from engine.facade import AvatarEngine, EngineConfig
 from engine.face3d import canonical_template
 from engine.face_crop import crop_transforms
@@ -261,8 +262,9 @@ def save_landmarks(path: Path) -> Path:
 
 
 def rig_avatar(model: AvatarModel, saved: Path, seconds: float) -> Avatar:
-    """:func:`engine.avatar.default_avatar` from what :func:`save_landmarks` saved instead
-    of MediaPipe and its model bundle (the same seed and frame rate: the same avatar)."""
+    """:func:`engine.data.synth.default_avatar.make_default_avatar` from what
+    :func:`save_landmarks` saved instead of MediaPipe and its model bundle (the same seed and
+    frame rate: the same avatar)."""
     from engine.data.synth.render import AvatarRenderer, RenderConfig
     from engine.data.synth.rig import FaceRig
     from engine.data.synth.visemes import control_vector
@@ -302,7 +304,7 @@ def build_avatar(model: AvatarModel, settings: Settings) -> tuple[Avatar | None,
         return None, "mediapipe is not installed and no --landmarks file was given"
     return (
         shipped_avatar(crop=model.crop, seconds=settings.avatar_seconds),
-        "engine.avatar.default_avatar",
+        "engine.data.synth.default_avatar.make_default_avatar",
     )
 
 

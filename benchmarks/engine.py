@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from engine.audio import resample
-from engine.avatar import default_avatar
 from engine.avatar_model import load_avatar_model
+from engine.data.synth.default_avatar import stored_default_avatar
 from engine.facade import AvatarEngine, EngineConfig
 from engine.frames import STAGES
 from engine.speech.espeak import EspeakVoice
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     model = load_avatar_model(args.model)
-    avatar = default_avatar(crop=model.crop)
+    avatar = stored_default_avatar(crop=model.crop)
     audio = speech(args.seconds + 1.0)
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from engine.audio import pcm_to_float
-from engine.avatar import Avatar, default_avatar
+from engine.avatar import DEFAULT_AVATAR, Avatar, load_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
     EncoderBackend,
@@ -60,6 +60,7 @@ from engine.frames import (
     STAGES,
     OutputFormat,
     RenderedFrame,
+    SpeakingStyle,
     Timeline,
 )
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
@@ -138,7 +139,12 @@ def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class AvatarEngine:
-    """Lip-syncs an avatar to streamed audio; see the module docstring for the timing."""
+    """Lip-syncs an avatar to streamed audio; see the module docstring for the timing.
+
+    ``model`` and ``avatar`` default to the shipped model and the stored default avatar
+    (made once by :mod:`engine.data.synth.default_avatar`; the presenter makes it on first
+    use).
+    """
 
     def __init__(
         self,
@@ -153,7 +159,7 @@ class AvatarEngine:
         self.config = config or EngineConfig()
         self.model = model or load_avatar_model()
         crop = self.model.crop
-        self.avatar = avatar or default_avatar(crop=crop)
+        self.avatar = avatar or load_avatar(DEFAULT_AVATAR, crop=crop)
         if self.avatar.crop != crop:
             raise EngineError(
                 f"avatar {self.avatar.name!r} is cut as {self.avatar.crop}, the model was "
@@ -290,16 +296,12 @@ class AvatarEngine:
         self._windows.clear()
         self._restart_stream()
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
+    def set_style(self, style: SpeakingStyle) -> str:
         """Speaking style from (T, K) reference dynamics, a (style_dim,) code or the default
         style of a subject the model knows; none of them: the avatar's default style. Returns
         what the style now is (the subject's name, ``"code"`` or ``"reference"``)."""
         motion = self.model.motion
+        subject, code, reference = style.subject, style.code, style.reference
         described = "reference" if reference is not None else "code"
         if subject is not None:
             self._style = np.asarray(self.model.style(subject), dtype=np.float32)

@@ -108,6 +108,28 @@ class RenderedFrame:
     stages_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
+class SpeakingStyle:
+    """How the mouth and face move with the same speech: a style the model knows by its
+    ``subject``'s name, a style ``code`` (style_dim,), or the style of ``reference``
+    dynamics (T, K) of a clip; none of them: the avatar's own."""
+
+    subject: str | None = None
+    code: np.ndarray | None = None
+    reference: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        given = [
+            name for name in ("subject", "code", "reference") if getattr(self, name) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"a speaking style is one of subject, code or reference, got {given}")
+
+
+AVATAR_STYLE = SpeakingStyle()
+"""The avatar's own speaking style."""
+
+
 @runtime_checkable
 class StreamEngine(Protocol):
     """What a stream needs of an engine: audio in, finished frames out, on the engine's
@@ -159,14 +181,9 @@ class StreamEngine(Protocol):
         """Skip every ready frame but the newest ``keep``; returns how many were skipped."""
         ...
 
-    def set_style(
-        self,
-        reference: np.ndarray | None = None,
-        code: np.ndarray | None = None,
-        subject: str | None = None,
-    ) -> str:
-        """Speaking style (see :meth:`engine.facade.AvatarEngine.set_style`); returns what it
-        now is."""
+    def set_style(self, style: SpeakingStyle) -> str:
+        """Speak in ``style`` from the next frame rendered; returns what it now is (a subject's
+        name, ``code`` or ``reference``)."""
         ...
 
     def close(self) -> None:

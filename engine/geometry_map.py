@@ -9,8 +9,9 @@ input): the lower-face points of a frame, placed in the stabilised face crop and
 
 Canonical points (pose-free head frame, see :mod:`engine.face3d`) reach the crop through a
 per-subject :class:`CropProjection`: an affine map of (x, y, z, 1) fitted by least squares
-on the subject's tracked frames. Because the crops are stabilised, one map per subject
-places the points within a pixel or two; it is stored with the generator as a (2, 4) array.
+on the subject's tracked frames (:mod:`engine.train.crop_projections`). Because the crops
+are stabilised, one map per subject places the points within a pixel or two; it is stored
+with the generator as a (2, 4) array.
 
 :class:`GeometryMapper` is the one path from dynamics coefficients to a geometry map, used
 by training and by inference alike. Drawing uses OpenCV on uint8 canvases: about 0.1 ms per
@@ -19,19 +20,12 @@ frame at 128 px.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from engine.data.prep.dataset import TRACK_NAME, clip_dir, read_basis, read_header, read_track
-from engine.errors import EngineError
 from engine.face3d import LIPS_INNER, LIPS_OUTER, DynamicsBasis
-
-log = logging.getLogger(__name__)
 
 # The jaw contour in order, from the subject's right ear round the chin to the left ear
 # (points of MediaPipe's face oval; all of them belong to engine.face3d.LOWER_FACE).
@@ -80,7 +74,7 @@ class CropProjection:
     def fit(cls, canonical: np.ndarray, crop_px: np.ndarray, crop_size: int) -> CropProjection:
         """Least-squares fit on (T, N, 3) canonical points and the (T, N, 2) tracked crop
         pixels of the same points in a ``crop_size`` crop."""
-        return _NormalEquations().add(canonical, crop_px, crop_size).solve()
+        return CropProjectionSums().add(canonical, crop_px, crop_size).solve()
 
     def residual_px(self, canonical: np.ndarray, crop_px: np.ndarray, crop_size: int) -> float:
         """Root-mean-square distance in crop pixels between projected and tracked points."""
@@ -90,7 +84,7 @@ class CropProjection:
 
 
 @dataclass(kw_only=True)
-class _NormalEquations:
+class CropProjectionSums:
     """Running sums for the least-squares crop projection, so any number of frames fit in
     constant memory: ``gram = A^T A``, ``moment = A^T b`` with rows ``A = (x, y, z, 1)``
     and ``b`` the normalised crop coordinates."""
@@ -100,7 +94,7 @@ class _NormalEquations:
     target_energy: float = 0.0
     count: int = 0
 
-    def add(self, canonical: np.ndarray, crop_px: np.ndarray, crop_size: int) -> _NormalEquations:
+    def add(self, canonical: np.ndarray, crop_px: np.ndarray, crop_size: int) -> CropProjectionSums:
         canonical = np.asarray(canonical, dtype=np.float64)
         crop_px = np.asarray(crop_px, dtype=np.float64)
         if canonical.ndim != 3 or canonical.shape[-1] != 3:
@@ -132,49 +126,6 @@ class _NormalEquations:
             + self.target_energy
         )
         return float(np.sqrt(max(energy, 0.0) / max(self.count, 1))) * crop_size
-
-
-def fit_subject_projections(
-    root: str | Path, *, splits: Iterable[str] = ("train",)
-) -> dict[str, CropProjection]:
-    """One :class:`CropProjection` per subject of a prepared dataset, fitted on the valid
-    frames of its clips in ``splits`` (every split, for a subject with none there)."""
-    header = read_header(root)
-    basis, _, _ = read_basis(root)
-    indices = [int(index) for index in basis.indices]
-    wanted = set(splits)
-    projections: dict[str, CropProjection] = {}
-    for subject in sorted({clip.subject for clip in header.clips}):
-        own = [clip for clip in header.clips if clip.subject == subject]
-        chosen = [clip for clip in own if clip.split in wanted] or own
-        sums = _NormalEquations()
-        frames = 0
-        for clip in chosen:
-            track = read_track(
-                clip_dir(root, clip.id) / TRACK_NAME, ["lower_face", "landmarks2d", "valid"]
-            )
-            valid = track["valid"].astype(bool)
-            sums.add(
-                track["lower_face"][valid],
-                track["landmarks2d"][valid][:, indices],
-                header.crop.size,
-            )
-            frames += int(valid.sum())
-        if frames == 0:
-            raise EngineError(
-                f"subject {subject!r} has no valid tracked frames in {root}; prepare the "
-                "dataset again with video where one face is visible"
-            )
-        projection = sums.solve()
-        log.info(
-            "crop projection for %s: %d frames, rms residual %.2f px of %d",
-            subject,
-            frames,
-            sums.residual_px(projection, header.crop.size),
-            header.crop.size,
-        )
-        projections[subject] = projection
-    return projections
 
 
 @dataclass(frozen=True, kw_only=True)

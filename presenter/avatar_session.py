@@ -27,17 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from engine.frames import StreamEngine
 from presenter.clock import Clock
 from presenter.media import AudioChunk, SegmentEvent, VideoOut
+from presenter.playback import Playback
 from presenter.sources.pushed import PushedAudioSource
-from presenter.stream import AvatarStream, Playback, StreamClosed, StreamConfig, StreamEngine
+from presenter.stream import AvatarStream, StreamConfig
+from presenter.subscription import StreamClosed
 
 SessionOutput = VideoOut | AudioChunk | SegmentEvent
 
 
 class AvatarSession:
     """One avatar stream driven by pushed audio. ``engine`` is anything with the stream's
-    engine interface (:class:`engine.facade.AvatarEngine`,
+    engine interface (:class:`engine.frames.StreamEngine`: :class:`engine.facade.AvatarEngine`,
     :class:`presenter.engine_process.EngineProcess`); ``owns_engine``: close it with the
     session."""
 
@@ -67,23 +70,14 @@ class AvatarSession:
         render_budget_ms: float | None = None,
     ) -> AvatarSession:
         """A session with its own engine, built from an
-        :class:`~presenter.engine_process.EngineRecipe` (default: the shipped avatar),
+        :class:`~presenter.engine_setup.EngineRecipe` (default: the shipped avatar),
         in a child process (``process=True``: the caller's event loop keeps its core) or in
         this one. The render budget is sized from the measured frame cost unless given."""
-        from presenter.engine_process import EngineProcess, EngineRecipe, build_engine, warm_up
-        from presenter.engine_process import render_budget_ms as budget_for
+        from presenter.engine_setup import EngineRecipe, start_engine, stream_config_for
 
-        recipe = recipe or EngineRecipe()
-        engine: StreamEngine
-        if process:
-            child = EngineProcess(recipe)
-            engine, frame_ms = child, child.frame_ms
-        else:
-            local = build_engine(recipe)
-            frame_ms = warm_up(local)
-            engine = local
-        budget = render_budget_ms if render_budget_ms is not None else budget_for(frame_ms)
-        return cls(engine, config=StreamConfig(render_budget_ms=budget), owns_engine=True)
+        engine, frame_ms = start_engine(recipe or EngineRecipe(), process=process)
+        config = stream_config_for(frame_ms, render_budget=render_budget_ms)
+        return cls(engine, config=config, owns_engine=True)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,10 +88,8 @@ class AvatarSession:
             self._source.end()
             self._source = None
         await self.stream.close()
-        if self._owns_engine:
-            close = getattr(self.engine, "close", None)
-            if callable(close):  # an engine process may take seconds to end: off the loop
-                await asyncio.to_thread(close)
+        if self._owns_engine:  # an engine process may take seconds to end: off the loop
+            await asyncio.to_thread(self.engine.close)
 
     async def __aenter__(self) -> AvatarSession:
         await self.start()

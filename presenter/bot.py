@@ -25,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from engine.frames import AVATAR_STYLE, SpeakingStyle
 from engine.speech.voices import DEFAULT_RATE_WPM, VoiceBook
 from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import OUTPUT_RATE, SegmentEnd, SegmentStart
+from presenter.playback import Playback
 from presenter.sources.tts import TtsSource
-from presenter.stream import AvatarStream, Playback, StreamClosed
+from presenter.stream import AvatarStream
+from presenter.subscription import StreamClosed
 
 # a stop (with its closing quotes or brackets) where the next sentence starts
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
@@ -151,21 +154,16 @@ class PresenterBot:
         fps, up to ``max_reference_frames``), or ``{}`` / None: the avatar's own style. It
         shows from the frames rendered after the call (within the stream delay). Returns
         the style's name."""
-        arguments = self._style_arguments(style)
-        engine_set_style = getattr(self.stream.engine, "set_style", None)
-        if not callable(engine_set_style):
-            raise ControlError("this engine has no speaking styles to choose from")
+        chosen = self._speaking_style(style)
         try:
-            name = await self.stream.run_on_engine(lambda engine: engine_set_style(*arguments))
+            name = await self.stream.run_on_engine(lambda engine: engine.set_style(chosen))
         except USER_ERRORS as exc:  # e.g. a subject the model does not know, a bad shape
             raise ControlError(str(exc)) from exc
         self.style = str(name)
         return self.style
 
-    def _style_arguments(
-        self, style: object
-    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-        """(reference, code, subject) for the engine, from a style as it came in."""
+    def _speaking_style(self, style: object) -> SpeakingStyle:
+        """The speaking style for the engine, from a style as it came in."""
         if style is None:
             style = {}
         if not isinstance(style, dict):
@@ -180,7 +178,7 @@ class PresenterBot:
             subject = style["subject"]
             if not isinstance(subject, str) or not 0 < len(subject) <= 200:
                 raise ControlError("'subject' must be the name of a style the model knows")
-            return None, None, subject
+            return SpeakingStyle(subject=subject)
         for key, dims in (("code", 1), ("reference", 2)):
             if key in style:
                 values = _finite_array(style[key], dims, key)
@@ -189,8 +187,10 @@ class PresenterBot:
                         f"a reference of {len(values)} frames is over the limit of "
                         f"{self.limits.max_reference_frames}"
                     )
-                return (values, None, None) if key == "reference" else (None, values, None)
-        return None, None, None
+                if key == "reference":
+                    return SpeakingStyle(reference=values)
+                return SpeakingStyle(code=values)
+        return AVATAR_STYLE
 
     @property
     def queued_sentences(self) -> int:

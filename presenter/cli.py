@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 from presenter.errors import USER_ERRORS, PresenterError
 
 if TYPE_CHECKING:
+    from engine.frames import StreamEngine
     from engine.speech.voices import VoiceBook
-    from presenter.engine_process import EngineProcess, EngineRecipe
+    from presenter.engine_setup import EngineRecipe
     from presenter.live import PresenterConfig
-    from presenter.prerendered import PrerenderedEngine
-    from presenter.stream import StreamEngine
 
 log = logging.getLogger("presenter")
 
@@ -284,7 +283,7 @@ def _add_engine_options(
 def _recipe(args: argparse.Namespace, *, spare_cores: int = 0, **fields: Any) -> EngineRecipe:
     """The engine the command line asks for. Without ``--threads`` it uses every core but
     ``spare_cores`` (at least one thread)."""
-    from presenter.engine_process import EngineRecipe
+    from presenter.engine_setup import EngineRecipe
 
     threads = args.threads or max(1, (os.cpu_count() or 1) - spare_cores)
     return EngineRecipe(
@@ -302,7 +301,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
     if args.audio is not None and not args.audio.is_file():
         raise PresenterError(f"audio file {args.audio} does not exist")
-    from presenter.engine_process import build_engine
+    from presenter.engine_setup import build_engine
 
     engine = build_engine(_recipe(args, batch=args.batch))
     if args.audio is not None:
@@ -319,9 +318,9 @@ def _run_render(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from presenter.engine_setup import stream_config_for
     from presenter.live import GREETING, IceServer, PresenterConfig, SourceSpec
     from presenter.server import WEB_ROOT
-    from presenter.stream import StreamConfig
 
     if not (WEB_ROOT / "index.html").is_file():
         raise PresenterError(f"the viewer page is missing: {WEB_ROOT / 'index.html'}")
@@ -338,7 +337,6 @@ def _run_serve(args: argparse.Namespace) -> int:
     speaker = voices.speaker(args.voice)  # a missing espeak-ng or voice fails now, not later
     if voices.is_piper(args.voice):
         speaker.synthesize("Ready.")  # loads the voice now: its first sentence is not late
-    from presenter.engine_process import render_budget_ms
     from presenter.priority import set_nice
 
     if not -20 <= args.nice <= 19:
@@ -346,10 +344,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     set_nice(args.nice)  # before the engine process and the threads: they inherit it
     # The engine runs in a process of its own (see presenter.engine_process); one core is
     # left to the event loop: the encoder, the network, the viewers.
-    with _serve_engine(args) as engine:
-        if budget is None:
-            budget = render_budget_ms(engine.frame_ms)
-            log.info("render budget %.0f ms (a frame took %.1f ms)", budget, engine.frame_ms)
+    with _serve_engine(args) as (engine, frame_ms):
         config = PresenterConfig(
             source=source,
             text=args.text or GREETING,
@@ -357,8 +352,8 @@ def _run_serve(args: argparse.Namespace) -> int:
             ice_servers=tuple(servers),
             video_bitrate=args.bitrate * 1000,
             max_viewers=args.max_viewers,
-            stream=StreamConfig(
-                stamp=args.stamp, render_budget_ms=budget, early_start=args.early_start
+            stream=stream_config_for(
+                frame_ms, render_budget=budget, stamp=args.stamp, early_start=args.early_start
             ),
             barge_in=args.barge_in,
         )
@@ -377,23 +372,24 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _serve_engine(args: argparse.Namespace) -> Iterator[EngineProcess | PrerenderedEngine]:
-    """The engine ``serve --engine`` asks for: the model in its process, or its idle loop
-    rendered once by it (the process then ends) and replayed."""
-    from presenter.engine_process import EngineProcess
+def _serve_engine(args: argparse.Namespace) -> Iterator[tuple[StreamEngine, float]]:
+    """The engine ``serve --engine`` asks for and what a frame of it takes to render (ms):
+    the model in its process, or its idle loop rendered once by it (the process then ends)
+    and replayed at no cost."""
+    from presenter.engine_setup import start_engine
 
-    recipe = _recipe(args, spare_cores=1, output="yuv420p")
-    if args.engine == "model":
-        with EngineProcess(recipe) as process:
-            yield process
-        return
-    from presenter.prerendered import PrerenderedEngine
+    engine, frame_ms = start_engine(_recipe(args, spare_cores=1, output="yuv420p"))
+    if args.engine == "prerendered":
+        from presenter.prerendered import PrerenderedEngine
 
-    with EngineProcess(recipe) as process:
-        engine = PrerenderedEngine.from_engine(process, process.loop_frames)
-    log.info("pre-rendered engine: %d frames of the idle loop", len(engine.images))
+        try:
+            replay = PrerenderedEngine.from_engine(engine, engine.loop_frames)
+        finally:
+            engine.close()
+        log.info("pre-rendered engine: %d frames of the idle loop", len(replay.images))
+        engine, frame_ms = replay, replay.frame_ms
     try:
-        yield engine
+        yield engine, frame_ms
     finally:
         engine.close()
 

@@ -44,16 +44,18 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from engine.frames import StreamEngine
 from engine.speech.voices import VoiceBook
 from presenter.barge_in import BargeIn
 from presenter.bot import PresenterBot
 from presenter.clock import Clock, RealClock
 from presenter.errors import USER_ERRORS, PresenterError
 from presenter.media import CHUNK_SAMPLES, OUTPUT_RATE
+from presenter.playback import Playback
 from presenter.sources.base import AudioSource
 from presenter.sources.browser_mic import BrowserMicSource
 from presenter.stamp import CLICK_EVERY, CLICK_HZ, stamp_layout
-from presenter.stream import AvatarStream, Playback, StreamConfig, StreamEngine
+from presenter.stream import AvatarStream, StreamConfig
 from presenter.webrtc import (
     EncodedAudioTrack,
     EncodedVideoTrack,
@@ -194,6 +196,7 @@ class Presenter:
         self.stream = AvatarStream(engine, clock=clock or RealClock(), config=self.config.stream)
         self.encoder = SharedVideoEncoder(
             self.stream.subscribe(audio=False),
+            fps=self.stream.fps,
             bitrate=self.config.video_bitrate,
             trace=self.stream.trace,
         )
@@ -260,8 +263,8 @@ class Presenter:
             "delayMs": round(stream.delay_seconds * 1000, 1),
         }
         if self.config.stream.stamp:
-            height, _ = getattr(stream.engine, "frame_size", (512, 512))
-            message["stampLayout"] = stamp_layout(int(height))
+            height, _ = stream.engine.frame_size
+            message["stampLayout"] = stamp_layout(height)
             message["clickEverySamples"] = CLICK_EVERY
             message["clickHz"] = CLICK_HZ
         return message
@@ -300,9 +303,9 @@ class Presenter:
 
     @property
     def engine_kind(self) -> str:
-        """``model`` (the avatar engine) or what the engine calls itself (``engine_kind``,
-        e.g. ``prerendered``)."""
-        return str(getattr(self.stream.engine, "engine_kind", "model"))
+        """What renders the frames (:attr:`engine.frames.StreamEngine.kind`): ``model`` or
+        ``prerendered``."""
+        return self.stream.engine.kind
 
     def trace(self, since: int = -1) -> dict[str, Any]:
         """The frame trace after frame ``since`` (:meth:`presenter.trace.FrameTrace.frames`)

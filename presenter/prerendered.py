@@ -16,26 +16,34 @@ what it drops), so the stream treats it as it treats the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.frames import ENGINE_RATE, SAMPLES_PER_FRAME, STAGES, OutputFormat, RenderedFrame
+from engine.frames import (
+    ENGINE_TIMELINE,
+    OUTPUT_FORMATS,
+    STAGES,
+    OutputFormat,
+    RenderedFrame,
+    SpeakingStyle,
+    Timeline,
+)
 from presenter.errors import PresenterError
 
 if TYPE_CHECKING:
-    from presenter.stream import StreamEngine
+    from engine.frames import StreamEngine
 
 
 class PrerenderedEngine:
-    """The stream engine interface over a fixed sequence of frames (looped).
+    """A :class:`~engine.frames.StreamEngine` over a fixed sequence of frames (looped).
 
     ``images``: the frames, all of one shape, in ``format`` (``yuv420p``: I420, ``(H * 3 / 2,
     W)``; ``rgb24``: ``(H, W, 3)``). The sequence repeats from its start after its last frame.
     """
 
-    engine_kind = "prerendered"
     # the cost of a frame (nothing is rendered): the server's render budget is sized from it
     frame_ms = 0.0
 
@@ -44,15 +52,12 @@ class PrerenderedEngine:
         images: Sequence[np.ndarray],
         *,
         format: OutputFormat = "yuv420p",
-        sample_rate: int = ENGINE_RATE,
-        samples_per_frame: int = SAMPLES_PER_FRAME,
+        timeline: Timeline = ENGINE_TIMELINE,
     ) -> None:
         if not images:
             raise PresenterError("a pre-rendered engine needs at least one frame")
-        if format not in ("yuv420p", "rgb24"):
-            raise PresenterError(f"format must be yuv420p or rgb24, got {format!r}")
-        if sample_rate <= 0 or samples_per_frame <= 0:
-            raise PresenterError("sample_rate and samples_per_frame must be positive")
+        if format not in OUTPUT_FORMATS:
+            raise PresenterError(f"format must be one of {OUTPUT_FORMATS}, got {format!r}")
         shape = images[0].shape
         if any(image.shape != shape or image.dtype != np.uint8 for image in images):
             raise PresenterError("the pre-rendered frames must all be uint8 of one shape")
@@ -60,8 +65,7 @@ class PrerenderedEngine:
         for image in self.images:
             image.flags.writeable = False  # handed out as they are, every loop
         self.format: OutputFormat = format
-        self._sample_rate = sample_rate
-        self._samples_per_frame = samples_per_frame
+        self._timeline = timeline
         self._rate_in: int | None = None  # the rate audio comes in at (since the last reset)
         self._samples_in = 0  # input samples since the last reset
         self._made = 0  # frames completed since the last reset (handed out or dropped)
@@ -74,7 +78,8 @@ class PrerenderedEngine:
         format), rendered now in one call; ``engine`` is reset before and after."""
         if frames <= 0:
             raise PresenterError(f"frames must be positive, got {frames}")
-        rate, step = engine.timeline.rate, engine.timeline.frame_samples
+        timeline = engine.timeline
+        rate, step = timeline.rate, timeline.frame_samples
         engine.reset()
         engine.push_audio(np.zeros(0, np.float32), rate)
         silence = frames * step + engine.delay_samples + step
@@ -86,18 +91,21 @@ class PrerenderedEngine:
         return cls(
             [frame.image for frame in rendered],
             format=rendered[0].format,
-            sample_rate=rate,
-            samples_per_frame=step,
+            timeline=timeline,
         )
 
     # -- the stream engine interface ----------------------------------------------------------
     @property
-    def sample_rate(self) -> int:
-        return self._sample_rate
+    def kind(self) -> str:
+        return "prerendered"
 
     @property
-    def samples_per_frame(self) -> int:
-        return self._samples_per_frame
+    def timeline(self) -> Timeline:
+        return self._timeline
+
+    @property
+    def loop_frames(self) -> int:
+        return len(self.images)
 
     @property
     def delay_samples(self) -> int:
@@ -128,7 +136,12 @@ class PrerenderedEngine:
                 )
             self._rate_in = sample_rate
         self._samples_in += len(pcm)
-        complete = (self._samples_in * self._sample_rate) // (sample_rate * self._samples_per_frame)
+        self._complete((self._samples_in * self._timeline.rate) // sample_rate)
+
+    def _complete(self, samples: int) -> None:
+        """The frames that ``samples`` samples (at the engine's rate) since the last reset
+        complete are ready."""
+        complete = self._timeline.frame_of(samples)
         self._ready += complete - self._made
         self._made = complete
 
@@ -142,7 +155,6 @@ class PrerenderedEngine:
             frames.append(
                 RenderedFrame(
                     index=index,
-                    pts=index * self._samples_per_frame,
                     image=self.images[index % len(self.images)],
                     speaking=0.0,
                     format=self.format,
@@ -159,12 +171,26 @@ class PrerenderedEngine:
         self._next_index += count
         return count
 
+    def flush(self) -> None:
+        """End of speech: a partial frame's audio completes it; the next audio starts over."""
+        if self._rate_in is not None:
+            samples = math.ceil(self._samples_in * self._timeline.rate / self._rate_in)
+            frames = math.ceil(samples / self._timeline.frame_samples)
+            self._complete(self._timeline.frame_start(frames))
+        self._start_over()
+
     def reset(self) -> None:
         """Drop what is pending (completed frames, a partial frame's audio); indices go on."""
+        self._start_over()
+        self._ready = 0
+
+    def set_style(self, style: SpeakingStyle) -> str:
+        raise PresenterError("the pre-rendered engine has no speaking style to change")
+
+    def _start_over(self) -> None:
         self._rate_in = None
         self._samples_in = 0
         self._made = 0
-        self._ready = 0
 
     def close(self) -> None:
-        """Nothing to release (for the same shape as ``EngineProcess``)."""
+        """Nothing to release: the frames are plain arrays."""

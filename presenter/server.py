@@ -56,7 +56,7 @@ from aiohttp import WSMsgType, web
 from presenter.errors import USER_ERRORS, PresenterError
 from presenter.live import Presenter, Viewer
 from presenter.media import SegmentEnd, SegmentEvent, SegmentStart
-from presenter.stream import StreamClosed
+from presenter.subscription import StreamClosed
 
 log = logging.getLogger(__name__)
 

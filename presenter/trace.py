@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.frames import Timeline
+
 EVENTS = ("input", "submitted", "rendered", "released", "encoded", "sent_first", "sent_last")
 STAGES = ("features", "motion", "generator", "composite", "colour")
 # the engine's stage names (engine.frames.STAGES) -> the trace's
@@ -102,8 +104,8 @@ class TraceRows:
 class FrameTrace:
     """The per-frame timeline of the last ``capacity`` frames (see the module docstring).
 
-    ``pts_per_frame``: the frame's pts step on the 90 kHz video clock (packets are traced by
-    pts). ``settle_ms``: :meth:`frames` returns a frame once it was released at least this long
+    ``timeline``: the stream's frames (packets are traced by their pts on the 90 kHz video
+    clock). ``settle_ms``: :meth:`frames` returns a frame once it was released at least this long
     ago, so its encoded and sent times are in when it is read (a reader that asks for the
     frames after the last one it saw gets each frame once, complete). ``now_ms``: the clock.
     """
@@ -112,14 +114,14 @@ class FrameTrace:
         self,
         capacity: int = 3000,
         *,
-        pts_per_frame: int = 3600,
+        timeline: Timeline,
         settle_ms: float = 300.0,
         now_ms: Callable[[], float] = wall_ms,
     ) -> None:
-        if capacity <= 0 or pts_per_frame <= 0 or settle_ms < 0:
-            raise ValueError("capacity and pts_per_frame must be positive, settle_ms >= 0")
+        if capacity <= 0 or settle_ms < 0:
+            raise ValueError("capacity must be positive, settle_ms >= 0")
         self.capacity = capacity
-        self.pts_per_frame = pts_per_frame
+        self.timeline = timeline
         self.settle_ms = settle_ms
         self.now_ms = now_ms
         self._index = np.full(capacity, -1, np.int64)  # the frame each slot holds
@@ -174,13 +176,13 @@ class FrameTrace:
 
     def encoded(self, pts_90k: int) -> None:
         """The frame with this pts came out of a video encoder (the first time counts)."""
-        slot = self._slot(pts_90k // self.pts_per_frame)
+        slot = self._slot(self.timeline.index_of_video_pts(pts_90k))
         if slot is not None and math.isnan(self._times[slot, _ENCODED]):
             self._times[slot, _ENCODED] = self.now_ms()
 
     def sent(self, pts_90k: int) -> None:
         """A viewer's track handed the packet of the frame with this pts to its sender."""
-        slot = self._slot(pts_90k // self.pts_per_frame)
+        slot = self._slot(self.timeline.index_of_video_pts(pts_90k))
         if slot is None:
             return
         now = self.now_ms()

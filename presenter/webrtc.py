@@ -51,9 +51,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTran
 from aiortc.mediastreams import MediaStreamError
 
 from engine.audio import float_to_pcm16
-from engine.frames import FPS
 from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
-from presenter.stream import StreamClosed, Subscription
+from presenter.subscription import StreamClosed, Subscription
 from presenter.trace import FrameTrace
 
 log = logging.getLogger(__name__)
@@ -186,8 +185,8 @@ class SharedVideoEncoder(_SharedEncoder):
         self,
         subscription: Subscription,
         *,
+        fps: float,
         bitrate: int = 1_500_000,
-        fps: int = FPS,
         keyframe_interval_s: float = 2.0,
         preset: str = "superfast",
         viewer_queue: int = 8,
@@ -269,7 +268,7 @@ class SharedVideoEncoder(_SharedEncoder):
         codec.height = height
         codec.pix_fmt = "yuv420p"
         codec.bit_rate = self.bitrate
-        codec.framerate = fractions.Fraction(self.fps, 1)
+        codec.framerate = fractions.Fraction(self.fps).limit_denominator(1001)
         codec.time_base = VIDEO_TIME_BASE
         codec.gop_size = self.gop
         codec.max_b_frames = 0

@@ -4,6 +4,7 @@ the shipped model on ONNX Runtime."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,17 @@ if TYPE_CHECKING:  # the engine's modules are imported where used: collection st
     from engine.facade import AvatarEngine
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def presenter_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$PRESENTER_HOME in a temporary folder for the whole session (child processes inherit
+    it): what the engine stores (the default avatar, compiled artefacts) never goes into the
+    user's own."""
+    path = tmp_path_factory.mktemp("presenter-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRESENTER_HOME", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +98,13 @@ class ShippedBackends:
     synthesis: Backend
 
     def parts(self, avatar_seconds: float) -> EngineParts:
-        """These backends with an idle loop of the default avatar ``avatar_seconds`` long."""
-        from engine.avatar import default_avatar
+        """These backends with an idle loop of the default avatar ``avatar_seconds`` long
+        (made here, not stored: the stored one is 6 s long)."""
+        from engine.data.synth.default_avatar import make_default_avatar
 
         return EngineParts(
             model=self.model,
-            avatar=default_avatar(seconds=avatar_seconds),
+            avatar=make_default_avatar(seconds=avatar_seconds),
             motion=self.motion,
             encoder=self.encoder,
             synthesis=self.synthesis,

@@ -5,8 +5,8 @@
   have arrived, the same resampler delay, indices that continue across ``reset()``), tiny
   images and a ``speaking`` weight from the level of the frame's own audio. An ``on_render``
   hook runs in the worker thread for each batch, e.g. ``VirtualClock.sleep_blocking`` to
-  simulate render time. ``drop_ready=True`` gives it the ``drop_ready(keep)`` extension of
-  the facade that the stream uses when an engine has it.
+  simulate render time. It implements the whole :class:`engine.frames.StreamEngine`
+  protocol (checked in the tests).
 * :class:`Recorder`: reads a subscription's audio, video and events in background tasks and
   keeps them with the clock time each was received.
 """
@@ -21,15 +21,15 @@ from typing import TypeVar
 
 import numpy as np
 
-from engine.frames import RenderedFrame
+from engine.frames import ENGINE_TIMELINE, RenderedFrame, SpeakingStyle, Timeline
 from engine.streaming_resample import StreamingResampler
 from presenter.clock import Clock
 from presenter.media import AudioChunk, SegmentEvent, VideoOut
-from presenter.stream import StreamClosed, Subscription
+from presenter.subscription import StreamClosed, Subscription
 
 T = TypeVar("T")
-ENGINE_RATE = 16000
-FRAME = 640  # engine samples per frame at 25 fps
+ENGINE_RATE = ENGINE_TIMELINE.rate
+FRAME = ENGINE_TIMELINE.frame_samples  # engine samples per frame at 25 fps
 
 
 class FakeEngine:
@@ -42,7 +42,6 @@ class FakeEngine:
         frame_size: tuple[int, int] = (8, 8),
         speaking_level: float = 0.01,
         on_render: Callable[[int], None] | None = None,
-        drop_ready: bool = False,
     ) -> None:
         self.base_delay = delay_samples
         self.frame_size = frame_size
@@ -56,16 +55,20 @@ class FakeEngine:
         self._emitted = 0  # frames made ready since the last reset
         self._ready: list[tuple[int, float]] = []  # (frame since reset, speaking)
         self._next_index = 0
-        if drop_ready:  # the facade extension the stream uses when an engine has it
-            self.drop_ready = self._drop_ready
+        self.style = "default"
+        self.closed = False
 
     @property
-    def sample_rate(self) -> int:
-        return ENGINE_RATE
+    def kind(self) -> str:
+        return "test"
 
     @property
-    def samples_per_frame(self) -> int:
-        return FRAME
+    def timeline(self) -> Timeline:
+        return ENGINE_TIMELINE
+
+    @property
+    def loop_frames(self) -> int:
+        return 1
 
     @property
     def delay_samples(self) -> int:
@@ -82,6 +85,9 @@ class FakeEngine:
             self._resampler = StreamingResampler(sample_rate, ENGINE_RATE)
         samples = self._resampler.push(np.asarray(pcm, np.float32))
         self._audio = np.concatenate([self._audio, samples])
+        self._make_ready()
+
+    def _make_ready(self) -> None:
         while (self._emitted + 1) * FRAME + self.base_delay <= len(self._audio):
             span = self._audio[self._emitted * FRAME : (self._emitted + 1) * FRAME]
             speaking = float(np.abs(span).max(initial=0.0) > self.speaking_level)
@@ -98,11 +104,11 @@ class FakeEngine:
             index = self._next_index
             self._next_index += 1
             image = np.full((height, width, 3), index % 256, np.uint8)
-            frames.append(RenderedFrame(index, index * FRAME, image, speaking))
+            frames.append(RenderedFrame(index, image, speaking))
         self.frames_rendered += len(frames)
         return frames
 
-    def _drop_ready(self, keep: int = 0) -> int:
+    def drop_ready(self, keep: int = 0) -> int:
         """Drop the ready frames but the newest ``keep``; their indices are used up."""
         count = max(0, len(self._ready) - keep)
         del self._ready[:count]
@@ -110,12 +116,35 @@ class FakeEngine:
         self.dropped += count
         return count
 
+    def flush(self) -> None:
+        """End of speech: the look-ahead is filled with silence (the last, partial frame
+        becomes ready); the next audio starts over."""
+        whole = -(-len(self._audio) // FRAME) * FRAME
+        silence = np.zeros(whole + self.base_delay - len(self._audio), np.float32)
+        self._audio = np.concatenate([self._audio, silence])
+        self._make_ready()
+        self._resampler = None
+        self._audio = np.zeros(0, np.float32)
+        self._emitted = 0
+
     def reset(self) -> None:
         self.resets += 1
         self._ready.clear()
         self._resampler = None
         self._audio = np.zeros(0, np.float32)
         self._emitted = 0
+
+    def set_style(self, style: SpeakingStyle) -> str:
+        if style.subject is not None:
+            self.style = style.subject
+        elif style.code is not None:
+            self.style = "code"
+        else:
+            self.style = "default" if style.reference is None else "reference"
+        return self.style
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass

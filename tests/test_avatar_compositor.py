@@ -6,15 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.avatar import Avatar, default_avatar, load_avatar
+from engine.avatar import Avatar, load_avatar
 from engine.compositor import CompositorConfig, colour_offset, paste
+from engine.data.synth.default_avatar import make_default_avatar
 from engine.errors import EngineError
 from engine.face_crop import CropConfig
 
 
 @pytest.fixture(scope="module")
 def avatar() -> Avatar:
-    return default_avatar(seconds=0.4)
+    return make_default_avatar(seconds=0.4)
 
 
 def test_default_avatar_loop_and_crops(avatar: Avatar) -> None:
@@ -112,4 +113,4 @@ def test_bad_shapes_and_config() -> None:
     with pytest.raises(ValueError):
         CompositorConfig(band=(0.9, 0.1))
     with pytest.raises(ValueError):
-        default_avatar(seconds=0.04, crop=CropConfig(size=8))
+        make_default_avatar(seconds=0.04, crop=CropConfig(size=8))

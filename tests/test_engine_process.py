@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.errors import EngineError
+from engine.frames import ENGINE_TIMELINE, StreamEngine
 from engine.speech.espeak import EspeakVoice
-from presenter.engine_process import EngineProcess, EngineRecipe, build_engine, render_budget_ms
+from presenter.engine_process import EngineProcess
+from presenter.engine_setup import EngineRecipe, build_engine, render_budget_ms
 from presenter.errors import PresenterError
 
 
@@ -28,8 +31,11 @@ def test_the_child_engine_equals_the_local_one() -> None:
     local.push_audio(speech, utterance.sample_rate)
     expected = local.pull()
     with EngineProcess(recipe) as child:
+        assert isinstance(child, StreamEngine) and isinstance(local, StreamEngine)
         assert child.frame_ms > 0  # the idle loop was rendered at start
-        assert (child.sample_rate, child.samples_per_frame) == (16000, 640)
+        assert child.timeline == local.timeline == ENGINE_TIMELINE
+        assert child.kind == local.kind == "model"
+        assert child.loop_frames == local.loop_frames
         assert child.delay_samples == delay
         assert child.frame_size == local.frame_size
         child.push_audio(speech, utterance.sample_rate)
@@ -38,7 +44,7 @@ def test_the_child_engine_equals_the_local_one() -> None:
         for mine, theirs in zip(frames, expected, strict=True):
             difference = np.abs(mine.image.astype(int) - theirs.image.astype(int)).max()
             assert difference <= 1 and mine.format == "yuv420p"
-        with pytest.raises(PresenterError, match="mono"):  # raised in the child, raised here
+        with pytest.raises(EngineError, match="mono"):  # raised in the child, raised here
             child.push_audio(np.zeros((2, 2), np.float32), 16000)
         child.reset()  # still answering after an error
         child._process.kill()

@@ -7,7 +7,7 @@ import pytest
 
 from engine.audio import resample
 from engine.errors import EngineError
-from engine.frames import SAMPLES_PER_FRAME, RenderedFrame
+from engine.frames import AVATAR_STYLE, SAMPLES_PER_FRAME, RenderedFrame, SpeakingStyle
 from engine.speech.espeak import EspeakVoice
 from tests.conftest import EngineParts, ShippedBackends
 
@@ -115,13 +115,13 @@ def test_style_and_driver_hooks(parts, speech) -> None:
     baseline = _render(parts, audio, rate, None)
     engine = parts.engine()
     style_dim = parts.model.motion.config.style_dim
-    engine.set_style(code=np.full(style_dim, 0.5, np.float32))
+    engine.set_style(SpeakingStyle(code=np.full(style_dim, 0.5, np.float32)))
     engine.push_audio(audio, rate)
     engine.flush()
     styled = engine.pull()
     assert _max_difference(styled, baseline) > 5  # another style moves the mouth otherwise
     with pytest.raises(EngineError, match="style code"):
-        engine.set_style(code=np.zeros(3, np.float32))
+        engine.set_style(SpeakingStyle(code=np.zeros(3, np.float32)))
 
     # A driver that holds the face at the model's rest pose: speech no longer opens it.
     driven = parts.engine()
@@ -135,7 +135,7 @@ def test_style_and_driver_hooks(parts, speech) -> None:
     idle.flush()
     assert _max_difference(held, idle.pull()) <= 1
     driven.set_driver(None)
-    driven.set_style()  # back to the avatar's own style
+    driven.set_style(AVATAR_STYLE)  # back to the avatar's own style
 
 
 def test_warm_idle_renders_the_rest_frames_the_stream_would(parts) -> None:

@@ -24,13 +24,9 @@ from engine.generator_parts import (
     feature_bytes,
     feature_shapes,
 )
-from engine.geometry_map import (
-    CropProjection,
-    GeometryMapper,
-    GeometryRasteriser,
-    fit_subject_projections,
-)
+from engine.geometry_map import CropProjection, GeometryMapper, GeometryRasteriser
 from engine.modulated_conv import ModulatedConv2d
+from engine.train.crop_projections import fit_subject_projections
 
 TINY = GeneratorConfig(
     image_size=32,

@@ -50,7 +50,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from engine.streaming_resample import StreamingResampler
 from presenter.avatar_session import AvatarSession
-from presenter.engine_process import EngineRecipe
+from presenter.engine_setup import EngineRecipe
 from presenter.plugins.pipecat_processor import (
     STREAM_SAMPLE,
     PresenterAvatarProcessor,

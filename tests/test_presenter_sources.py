@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
+from engine.errors import EngineError
 from presenter.clock import VirtualClock
 from presenter.errors import PresenterError
 from presenter.media import OUTPUT_RATE, AudioChunk
@@ -93,7 +94,7 @@ def test_tts_source_speaks_the_text() -> None:
     assert chunks[1].pts == chunks[0].samples == round(source.sample_rate * 0.02)
     with pytest.raises(PresenterError, match="empty"):
         TtsSource("   ")
-    with pytest.raises(PresenterError, match="no voice"):
+    with pytest.raises(EngineError, match="no voice"):
         TtsSource("Hello.", voice="xx-nonexistent")
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import av
 import numpy as np
 
+from engine.frames import FPS
 from presenter.media import AudioChunk, VideoOut
 from presenter.stamp import CLICK_EVERY, click_burst, read_stamp, stamp_audio, stamp_video
 from presenter.webrtc import SharedVideoEncoder
@@ -18,7 +19,7 @@ def _i420(rgb: np.ndarray) -> np.ndarray:
 
 def test_stamps_survive_h264_in_both_formats() -> None:
     rng = np.random.default_rng(1)
-    encoder = SharedVideoEncoder(subscription=None)  # type: ignore[arg-type]  # _encode only
+    encoder = SharedVideoEncoder(subscription=None, fps=FPS)  # type: ignore[arg-type]  # _encode only
     decoder = av.CodecContext.create("h264", "r")
     indices = [0, 1, 2, 25, 4095, 40000, 65535, 65536 + 7]
     decoded: list[int | None] = []

@@ -23,8 +23,9 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from benchmarks.live_harness import live_server
+from engine.frames import ENGINE_TIMELINE, StreamEngine
 from presenter.clock import VirtualClock
-from presenter.engine_process import render_budget_ms
+from presenter.engine_setup import render_budget_ms
 from presenter.live import Presenter, PresenterConfig, SourceSpec
 from presenter.media import OUTPUT_RATE
 from presenter.prerendered import PrerenderedEngine
@@ -42,7 +43,9 @@ BUDGET_MS = 80.0  # R: generous, so that a loaded 2-core machine renders every f
 
 def test_trace_ring_keeps_the_newest_frames_and_settles() -> None:
     now = [1000.0]
-    trace = FrameTrace(4, pts_per_frame=3600, settle_ms=100.0, now_ms=lambda: now[0])
+    trace = FrameTrace(
+        4, timeline=ENGINE_TIMELINE.at_rate(OUTPUT_RATE), settle_ms=100.0, now_ms=lambda: now[0]
+    )
     for index in range(6):
         trace.input(index, 900.0 + index)
         trace.rendered(
@@ -179,7 +182,8 @@ def test_prerendered_engine_counts_frames_at_no_cost() -> None:
     images = [np.full((12, 8), value, np.uint8) for value in (10, 20, 30)]
     engine = PrerenderedEngine(images)
     assert engine.frame_size == (8, 8) and engine.delay_samples == 0
-    assert engine.engine_kind == "prerendered" and render_budget_ms(engine.frame_ms) == 20.0
+    assert isinstance(engine, StreamEngine) and engine.kind == "prerendered"
+    assert render_budget_ms(engine.frame_ms) == 20.0
     engine.push_audio(np.zeros(1920 * 2 + 960, np.float32), OUTPUT_RATE)
     frames = engine.pull()
     assert [frame.index for frame in frames] == [0, 1]
@@ -193,6 +197,11 @@ def test_prerendered_engine_counts_frames_at_no_cost() -> None:
     engine.reset()  # the half frame goes; the indices go on
     engine.push_audio(np.zeros(640, np.float32), 16000)
     assert [frame.index for frame in engine.pull()] == [6]
+    engine.push_audio(np.zeros(320, np.float32), 16000)
+    engine.flush()  # the end of speech completes the partial frame
+    assert [frame.index for frame in engine.pull()] == [7]
+    engine.push_audio(np.zeros(320, np.float32), 16000)  # after a flush: a new stream
+    assert engine.pull() == []
 
 
 def test_prerendered_stream_runs_one_frame_and_20_ms_behind() -> None:

@@ -18,6 +18,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from engine.frames import FPS
 from presenter.clock import RealClock
 from presenter.media import AudioChunk, VideoOut
 from presenter.stream import AvatarStream
@@ -36,7 +37,7 @@ def test_audio_frame_is_s16_mono_on_the_sample_clock() -> None:
 
 
 def test_encoder_forces_keyframes_and_keeps_the_90k_pts() -> None:
-    encoder = SharedVideoEncoder(subscription=None)  # type: ignore[arg-type]  # _encode only
+    encoder = SharedVideoEncoder(subscription=None, fps=FPS)  # type: ignore[arg-type]  # _encode only
     rng = np.random.default_rng(0)
     keys, pts = [], []
     for index in range(6):
@@ -92,7 +93,7 @@ def test_two_viewers_share_one_encoder(shipped_backends: ShippedBackends) -> Non
     async def main() -> None:
         async with (
             AvatarStream(parts.engine(output="yuv420p"), clock=RealClock()) as stream,
-            SharedVideoEncoder(stream.subscribe(audio=False)) as encoder,
+            SharedVideoEncoder(stream.subscribe(audio=False), fps=stream.fps) as encoder,
             SharedAudioEncoder(stream.subscribe(video=False)) as audio_encoder,
         ):
             viewers = [_Viewer(), _Viewer()]

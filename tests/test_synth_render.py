@@ -13,15 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.data.synth.landmark_sets import LIP_CONTOUR_INDICES, LOWER_LIP_RINGS, UPPER_LIP_RINGS
+from engine.data.synth.plane_geometry import point_in_polygon
 from engine.data.synth.portrait import AVATAR_SIZE, default_avatar_image
 from engine.data.synth.render import AvatarRenderer, RenderConfig
-from engine.data.synth.rig import (
-    LIP_CONTOUR_INDICES,
-    LOWER_LIP_RINGS,
-    UPPER_LIP_RINGS,
-    FaceRig,
-    point_in_polygon,
-)
+from engine.data.synth.rig import FaceRig
 from engine.data.synth.visemes import (
     CONTROL_NAMES,
     VISEMES,

@@ -52,7 +52,8 @@ from engine.generator import (
     mask_lower_face,
     save_generator,
 )
-from engine.geometry_map import GeometryMapper, fit_subject_projections
+from engine.geometry_map import GeometryMapper
+from engine.train.crop_projections import fit_subject_projections
 from engine.train.logbook import LossLog
 from engine.train.losses import (
     PatchDiscriminator,

@@ -77,7 +77,7 @@ from presenter.avatar_session import AvatarSession
 from presenter.media import OUTPUT_RATE, AudioChunk, SegmentEnd, SegmentStart, VideoOut
 
 if TYPE_CHECKING:
-    from presenter.engine_process import EngineRecipe
+    from presenter.engine_setup import EngineRecipe
 
 log = logging.getLogger(__name__)
 
@@ -371,10 +371,5 @@ class PresenterVideoGenerator(VideoGenerator):
 
 def _engine_video_size(session: AvatarSession) -> tuple[int, int]:
     """(width, height) of the session engine's frames."""
-    size = getattr(session.engine, "frame_size", None)
-    if size is None:
-        raise ValueError(
-            f"{type(session.engine).__name__} does not tell its frame size: give video_size"
-        )
-    height, width = size
-    return int(width), int(height)
+    height, width = session.engine.frame_size
+    return width, height

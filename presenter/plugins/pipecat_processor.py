@@ -85,19 +85,19 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from engine.audio import float_to_pcm16
+from engine.frames import Timeline
 from presenter.avatar_session import AvatarSession, SessionOutput
 from presenter.media import (
     OUTPUT_RATE,
-    VIDEO_CLOCK,
     AudioChunk,
     SegmentEvent,
     SegmentStart,
     VideoOut,
 )
-from presenter.stream import StreamClosed
+from presenter.subscription import StreamClosed
 
 if TYPE_CHECKING:
-    from presenter.engine_process import EngineRecipe
+    from presenter.engine_setup import EngineRecipe
 
 STREAM_SAMPLE = "avatar_stream_sample"
 """Key of ``frame.metadata`` on the output frames: the 48 kHz stream sample where the
@@ -290,7 +290,7 @@ class PresenterAvatarProcessor(FrameProcessor):
                 self._ready = True
                 self._settled.set()
                 async for item in output:
-                    await self._emit(item)
+                    await self._emit(item, session.stream.timeline)
             if not self._closing:
                 raise StreamClosed("the avatar stream stopped")
         except asyncio.CancelledError:
@@ -381,9 +381,9 @@ class PresenterAvatarProcessor(FrameProcessor):
             await self._fail(exc)
 
     # -- frames out -----------------------------------------------------------------------
-    async def _emit(self, item: SessionOutput) -> None:
+    async def _emit(self, item: SessionOutput, timeline: Timeline) -> None:
         if isinstance(item, VideoOut):
-            await self.push_frame(image_frame(item))
+            await self.push_frame(image_frame(item, timeline))
             return
         if isinstance(item, AudioChunk):
             await self.push_frame(audio_frame(item))
@@ -441,8 +441,9 @@ class PresenterAvatarProcessor(FrameProcessor):
         return due
 
 
-def image_frame(frame: VideoOut) -> OutputImageRawFrame:
-    """A video frame as pipecat's ``OutputImageRawFrame`` (RGB bytes, size (w, h))."""
+def image_frame(frame: VideoOut, timeline: Timeline) -> OutputImageRawFrame:
+    """A video frame of a stream on ``timeline`` as pipecat's ``OutputImageRawFrame`` (RGB
+    bytes, size (w, h))."""
     image = frame.image
     if frame.format == "yuv420p":
         import cv2
@@ -452,7 +453,7 @@ def image_frame(frame: VideoOut) -> OutputImageRawFrame:
     out = OutputImageRawFrame(
         image=np.ascontiguousarray(image).tobytes(), size=(width, height), format="RGB"
     )
-    out.metadata[STREAM_SAMPLE] = frame.pts_90k * OUTPUT_RATE // VIDEO_CLOCK
+    out.metadata[STREAM_SAMPLE] = timeline.frame_start(frame.index)
     return out
 
 
@@ -471,6 +472,5 @@ def _discard(future: asyncio.Future[AvatarSession]) -> None:
     event loop: an engine process takes a moment to end)."""
     if future.cancelled() or future.exception() is not None:
         return
-    close = getattr(future.result().engine, "close", None)
-    if callable(close):
-        threading.Thread(target=close, name="avatar-engine-close", daemon=True).start()
+    engine = future.result().engine
+    threading.Thread(target=engine.close, name="avatar-engine-close", daemon=True).start()

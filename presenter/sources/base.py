@@ -17,10 +17,11 @@ from presenter.media import CHUNK_MS, AudioChunk
 class AudioSource(Protocol):
     """An async iterator of ``AudioChunk`` s that can be closed early.
 
-    A source that delivers in real time (a microphone, a call) also sets ``live = True``:
-    the stream then drops its backlog rather than let it become latency."""
+    A source that delivers in real time (a microphone, a call) has ``live = True``: the
+    stream then drops its backlog rather than let it become latency."""
 
     name: str
+    live: bool
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]: ...
 

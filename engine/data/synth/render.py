@@ -26,22 +26,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engine.data.synth.rig import (
-    NUM_LIP_COLUMNS,
-    BlinkConfig,
-    BlinkSchedule,
-    FaceRig,
-    IdleMotion,
-    IdleMotionConfig,
-    WarpMesh,
-    apply_affine,
-    smoothstep,
-)
+from engine.data.synth.idle_motion import BlinkConfig, BlinkSchedule, IdleMotion, IdleMotionConfig
+from engine.data.synth.landmark_sets import NUM_LIP_COLUMNS
+from engine.data.synth.plane_geometry import apply_affine, smoothstep
+from engine.data.synth.rig import FaceRig
 from engine.data.synth.visemes import (
     CONTROL_INDEX,
     NUM_CONTROLS,
     ControlTrack,
 )
+from engine.data.synth.warp_mesh import WarpMesh
 from engine.frames import FPS
 
 log = logging.getLogger(__name__)
