@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.latency [--viewers N] [--seconds S] [--backend B] [--out DIR]`` runs
 two configurations back to back, in the same run, on the same speech file (espeak-ng, written
-with ``benchmarks.live_harness.write_speech``, long enough for S):
+with ``presenter.testing.live_harness.write_speech``, long enough for S):
 
 - ``model``: ``presenter serve --source file:SPEECH.wav --stamp [--backend B]``, the
   presenter as shipped;
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.live_harness import (
+from presenter.testing.live_harness import (
     SPEECH,
     LiveServer,
     chromium,
@@ -658,7 +658,7 @@ def run(
             "host": "127.0.0.1 (server and browsers on this machine)",
             "speech": {
                 "source": "espeak-ng en-us, 165 wpm, 16-bit mono wav "
-                "(benchmarks.live_harness.write_speech, its text repeated)",
+                "(presenter.testing.live_harness.write_speech, its text repeated)",
                 "seconds": speech_s,
                 "text": SPEECH,
             },

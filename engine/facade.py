@@ -54,6 +54,7 @@ from engine.backends import (
 )
 from engine.compositor import CompositorConfig, FrameDetail, paste
 from engine.errors import EngineError
+from engine.face_crop import CropConfig
 from engine.frames import (
     ENGINE_TIMELINE,
     OUTPUT_FORMATS,
@@ -62,7 +63,6 @@ from engine.frames import (
     RenderedFrame,
     Timeline,
 )
-from engine.face_crop import CropConfig
 from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis, feature_bytes
 from engine.motion import MotionTransformer

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from benchmarks import latency
-from benchmarks.live_harness import LiveServer, chromium_path
+from presenter.testing.live_harness import LiveServer, chromium_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
