@@ -29,14 +29,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import (
-    SETTLE_S,
-    SPEECH_MARGIN_S,
-    ServeFailed,
-    machine_facts,
-    versions,
-    viewer_figures,
-)
+from benchmarks.latency import SETTLE_S, SPEECH_MARGIN_S, ServeFailed, machine_facts, versions
+from presenter.testing.latency import viewer_figures
 from presenter.testing.live_harness import (
     SPEECH,
     LiveServer,
