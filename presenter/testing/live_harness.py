@@ -45,7 +45,7 @@ PLAYWRIGHT_HINT = (
 )
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
+CHROMIUM_ARGS = (
     "--autoplay-policy=no-user-gesture-required",
     "--no-sandbox",
     "--disable-gpu",
@@ -55,7 +55,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
+)
 
 
 def chromium_path() -> str | None:
