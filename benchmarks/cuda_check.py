@@ -41,8 +41,9 @@ it again from the JSON, e.g. of a run that was cut short). The measuring helpers
 :mod:`benchmarks.cuda_measure`, the machine facts and the table in
 :mod:`benchmarks.cuda_report`.
 
-The avatar is the engine's own default avatar (:func:`engine.data.synth.default_avatar.make_default_avatar`, cut
-for the model's crop layout); where it cannot be built here, the report says why and the
+The avatar is the project's own default avatar
+(:func:`engine.data.synth.default_avatar.make_default_avatar`, cut for the model's crop
+layout); where it cannot be built here, the report says why and the
 engine parts (3 and 4) are skipped, the graphs still checked.
 
 ``--device cpu --quick`` runs a small version of all of it on the CPU (a smoke test).
@@ -81,7 +82,6 @@ from benchmarks.cuda_measure import (
 from benchmarks.cuda_report import JSON_NAME, TABLE_NAME, Report, machine_info, table
 from benchmarks.engine import RATE, measure
 from engine.avatar import Avatar
-from engine.data.synth.default_avatar import make_default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
     Backend,
@@ -93,6 +93,7 @@ from engine.backends import (
     input_shapes,
 )
 from engine.backends.base import one_line
+from engine.data.synth.default_avatar import make_default_avatar
 from engine.facade import AvatarEngine, EngineConfig, model_crop
 from engine.frames import RenderedFrame
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
