@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.live_harness import (
+from presenter.testing.live_harness import (
     SPEECH,
     chromium,
     click_start,

@@ -46,13 +46,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.lipsync_metrics import (
-    best_lag,
-    closing_delay_ms,
-    lip_distance_px,
-    mouth_gap_px,
-    pearson,
-)
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.data.prep.dataset import (
     CROPS_NAME,
@@ -65,6 +58,13 @@ from engine.data.prep.dataset import (
 )
 from engine.errors import EngineError
 from engine.generator import composite, lower_face_region, mask_lower_face
+from engine.lipsync_metrics import (
+    best_lag,
+    closing_delay_ms,
+    lip_distance_px,
+    mouth_gap_px,
+    pearson,
+)
 from engine.silence_gate import mel_energy
 from engine.speech.phonemes import SILENCE
 from engine.tracking import FaceTracker

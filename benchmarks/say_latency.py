@@ -31,7 +31,13 @@ from typing import Any
 
 from websockets.sync.client import connect
 
-from benchmarks.live_harness import chromium, click_start, live_server, open_viewer, wait_connected
+from presenter.testing.live_harness import (
+    chromium,
+    click_start,
+    live_server,
+    open_viewer,
+    wait_connected,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SENTENCES = (

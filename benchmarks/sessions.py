@@ -3,8 +3,8 @@
 ``python -m benchmarks.sessions [--max N] [--seconds S] [--gpu]`` starts 1, then 2, ... up to
 N (default 4) presenters at once, each its own ``python -m presenter serve --source
 file:SPEECH.wav --stamp`` process (the same espeak-ng speech file, written with
-``benchmarks.live_harness.write_speech``) with one headless Chromium viewer of its own (a page
-each, in one Chromium, on 127.0.0.1). With every viewer connected and speech playing, it
+``presenter.testing.live_harness.write_speech``) with one headless Chromium viewer of its
+own (a page each, in one Chromium, on 127.0.0.1). With every viewer connected and speech playing, it
 counts over S seconds (from 3 s after the last viewer saw speech start) the stamped frames each
 page presented, and stops at the first count at which any viewer presents fewer than 24
 frames a second. Everything runs on one machine: the browsers share its cores with the
@@ -29,15 +29,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import (
-    SETTLE_S,
-    SPEECH_MARGIN_S,
-    ServeFailed,
-    machine_facts,
-    versions,
-    viewer_figures,
-)
-from benchmarks.live_harness import (
+from benchmarks.latency import SETTLE_S, SPEECH_MARGIN_S, ServeFailed, machine_facts, versions
+from presenter.testing.latency import viewer_figures
+from presenter.testing.live_harness import (
     SPEECH,
     LiveServer,
     chromium,
@@ -197,7 +191,7 @@ def run(
             "fps_floor": FPS_FLOOR,
             "host": "127.0.0.1 (presenters and browsers on this machine)",
             "speech": {
-                "source": "espeak-ng en-us, 165 wpm (benchmarks.live_harness.write_speech)",
+                "source": "espeak-ng en-us, 165 wpm (presenter.testing.live_harness.write_speech)",
                 "seconds": speech_s,
                 "text": SPEECH,
             },

@@ -12,8 +12,8 @@ Pipeline per video frame ``t`` (on the model's clock, :attr:`AvatarEngine.timeli
 
 The generator runs as its two parts (:mod:`engine.generator_parts`): the encoder reads only
 the loop frame's masked crop and the reference, so its feature maps are computed once per
-loop frame and kept (``EngineConfig.feature_cache_mb`` bounds them: 1.8 MB a loop frame for
-the shipped model, 268 MB for the default 6 s avatar); only the synthesis runs per frame.
+loop frame and kept (``EngineConfig.feature_cache_mb`` bounds them; the shipped model's
+sizes are in benchmarks/README.md, "Engine"); only the synthesis runs per frame.
 
 Timing is counted in samples of the engine clock (16 kHz). Frame ``t`` covers engine samples
 ``[t * 640, (t + 1) * 640)`` and can be rendered once ``(t + 1) * 640 + delay_samples``

@@ -3,8 +3,8 @@
 The encoder reads only ``[masked target crop, reference crop]``. For a fixed avatar both are
 fixed per loop frame, so a live engine runs the encoder once per loop frame, keeps its
 feature maps (:class:`engine.facade.AvatarEngine`) and runs only the synthesis per video
-frame: the encoder is about a fifth of the generator's time on a CPU (OpenVINO, one
-thread, the shipped 128 px model: 18.6 ms the whole graph, 15.6 ms its synthesis).
+frame, which saves the encoder's share of the generator's time with every frame
+(benchmarks/README.md, "Engine").
 
 :class:`GeneratorEncoder` and :class:`GeneratorSynthesis` are views of one
 :class:`~engine.generator.AvatarGenerator` (its parameters, not copies) that the inference

@@ -14,8 +14,8 @@ are stabilised, one map per subject places the points within a pixel or two; it 
 with the generator as a (2, 4) array.
 
 :class:`GeometryMapper` is the one path from dynamics coefficients to a geometry map, used
-by training and by inference alike. Drawing uses OpenCV on uint8 canvases: about 0.1 ms per
-frame at 128 px.
+by training and by inference alike. Drawing uses OpenCV on uint8 canvases, a small cost next
+to the generator's (benchmarks/README.md, "Engine": the geometry stage).
 """
 
 from __future__ import annotations

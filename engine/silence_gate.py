@@ -1,9 +1,9 @@
 """Rest on silence: the mouth goes to its rest pose when the audio around a frame is silent.
 
 The motion model learns the data's own closing, and the training data close slowly after
-speech (the tracked mouth of the synthetic corpus's held-out voice reaches rest a median
-91 ms after the last phone, up to 155 ms), and a live microphone's noise makes an
-ungated model murmur. The gate is a per-frame weight ``w`` in [0, 1] from the audio
+speech (the tracked mouth reaches rest well after the last phone: the quality benchmark's
+closing figures, benchmarks/README.md), and a live microphone's noise makes an ungated
+model murmur. The gate is a per-frame weight ``w`` in [0, 1] from the audio
 energy of the frame's own 40 ms and a short look-ahead after it (the look-ahead keeps the
 mouth free to open *before* a word starts, as it does in speech):
 
@@ -19,9 +19,10 @@ its window alone: :meth:`SilenceGate.window_weights` (streaming) equals
 :meth:`SilenceGate.clip_weights` (a whole clip's log-mel).
 
 Levels are in the natural-log units of :func:`engine.audio.log_mel` summed over the 80
-bins: digital silence is ``log(80 * 1e-5) = -7.13``; speech in the corpus sits above -4 in
-95 % of its phone frames (its quietest 5 % are stop closures, shorter than the gate's
-span). A frame is silent at or below ``-6.0``, speaking from ``-4.5``.
+bins: digital silence is ``log(80 * 1e-5) = -7.13``; speech in the corpus sits above the
+speaking level in nearly all its phone frames (the quietest are stop closures, shorter than
+the gate's span; the share: benchmarks/README.md, "Figures behind design choices"). A frame
+is silent at or below ``-6.0``, speaking from ``-4.5``.
 """
 
 from __future__ import annotations

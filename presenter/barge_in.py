@@ -10,17 +10,10 @@ a knock or a cough is over before that. After an onset the detector is inside an
 until the probability has stayed below ``release`` for ``hangover_ms`` (800 ms), so the
 pauses between the words and sentences of one utterance make no new onsets.
 
-How the defaults were chosen: 16 short utterances ("Stop!", "Excuse me!", two-sentence
-questions) in four espeak-ng voices at 130-220 words per minute, at 16 and 48 kHz, clean
-and in white noise at -40 dBFS, at 4 alignments to the windows (1024 recordings): one
-onset each, no miss; known 208 ms (median) after the speech starts, 259 ms at the 90th
-percentile, 314 ms at most (a word that starts with /s/, which Silero scores low until the
-vowel); the onset's start within 52 ms of the speech's at the 90th percentile. Silence,
-white noise up to -26 dBFS, 1 kHz and 200 Hz tones, a sweep, clicks and 150-300 ms noise
-bursts scored at most 0.59 for a single window and made no onset. A hangover of 500 ms
-split 16 of the recordings (pauses between sentences at 130 wpm), 650 ms none: 800 ms
-leaves room. A single model, strict runs (no dip let through) missed "Stop!" at one
-alignment and was 934 ms late at worst; 250 ms of speech was 20 % over 300 ms.
+The defaults are the ones under which short and long utterances made one onset each at any
+alignment to the windows, noise, tones and clicks made none, and the pauses between the
+sentences of one utterance stayed inside the hangover (the sweep behind them, dated:
+benchmarks/README.md, "Figures behind design choices").
 
 :class:`BargeIn` runs one detector per viewer microphone (``listen``) and, on an onset while
 the bot speaks, calls the bot's ``interrupt``: the avatar is at rest from the next frame
@@ -124,10 +117,10 @@ class SpeechDetector:
     half a window: model A windows ``[0, 512)``, ``[512, 1024)``, ..., model B ``[256,
     768)``, ... (each sees a contiguous stream, as its recurrent state needs). A step every
     half window (16 ms) has the probability ``max(A's latest, B's latest)``. One model
-    alone is sensitive to where a word falls across its windows (on espeak-ng speech a
-    word's first phones scored 0.9 at one alignment and 0.25 at another, which delayed
-    the onset by up to 700 ms); with two, one of them sees the word whole. CPU: about 25
-    ms per second of 48 kHz audio (2.5 % of a core per microphone; each window ~0.2 ms).
+    alone is sensitive to where a word falls across its windows (a word's first phones can
+    score high at one alignment and low at another, which delays the onset); with two, one
+    of them sees the word whole. The figures and the CPU cost per microphone are in
+    benchmarks/README.md ("Figures behind design choices").
 
     The state machine (see :class:`DetectorConfig`): a run starts at a step >= ``threshold``
     and goes on through steps >= ``release`` (dips under ``release`` of up to ``gap_ms``

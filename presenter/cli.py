@@ -196,7 +196,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="time a frame may take to render before it is dropped, in 20 ms steps; the audio "
         "is held back by one frame + the model's look-ahead (100 ms) + this. Default auto: "
-        "from the render time measured at start (80 ms on 2 CPU cores, 40 ms on a GPU)",
+        "twice the render time measured at start + 20 ms (serve logs it; docs/live.md)",
     )
     serve.add_argument(
         "--token",

@@ -2,9 +2,9 @@
 
 Why a process: the live server's event loop runs aiortc, which is Python per RTP packet. In
 one process the engine's thread and the event loop take turns on the interpreter lock and
-frames render far slower than the model allows (benchmarks/README.md, "engine process"); in
-its own process the engine has its own interpreter and the loop keeps the other core.
-Before it reports ready, the child builds and warms up the engine
+frames render far slower than the model allows (benchmarks/README.md, "Engine in a process
+of its own"); in its own process the engine has its own interpreter and the loop keeps the
+other core. Before it reports ready, the child builds and warms up the engine
 (:func:`presenter.engine_setup.warm_up`): idle costs nothing from the first viewer on, and
 the time a frame took (``frame_ms``) is this machine's render cost, from which the render
 budget is sized.

@@ -89,7 +89,7 @@ def start_engine(recipe: EngineRecipe, *, process: bool = True) -> tuple[StreamE
 def render_budget_ms(frame_ms: float) -> float:
     """The stream's render budget for a measured render cost per frame: a frame may have to
     wait for the one before it (2 x the cost) and still absorb a 20 ms hiccup of the
-    machine; in 20 ms steps (benchmarks/README.md has what other budgets dropped)."""
+    machine; in 20 ms steps (benchmarks/README.md, "Render budget": what it dropped)."""
     steps = math.ceil((2.0 * max(0.0, frame_ms) + 20.0) / 20.0)
     return 20.0 * steps
 

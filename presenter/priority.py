@@ -6,9 +6,9 @@ value (``--nice``, default -5) before it starts its engine process and its threa
 inherit it. A negative nice value needs root or ``CAP_SYS_NICE``; without them the presenter
 says so in one line and runs at the normal priority.
 
-Measured (the one-viewer speech scenario of tests/test_presenter_browser.py, Chromium on the
-same 2 cores, 4 runs each, interleaved): frames dropped at the server 5 / 14 / 5 / 4 at nice
-0, 1 / 6 / 0 / 1 at nice -5; frames decoded in the page 23.6-24.9 fps, 24.9-25.0 fps.
+With a browser on the same cores, the server dropped fewer frames and the page decoded
+closer to 25 fps at nice -5 than at nice 0 (the runs, dated: benchmarks/README.md, "Figures
+behind design choices").
 """
 
 from __future__ import annotations

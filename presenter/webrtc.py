@@ -10,8 +10,9 @@ number of :class:`EncodedVideoTrack` (one per viewer). aiortc's ``RTCRtpSender``
 Annex B split, STAP-A / FU-A), so no viewer costs an encoder. Packet pts are the stream's
 ``pts_90k`` with a 1/90000 time base: the RTP timestamp is the stream's video clock.
 
-H.264 rather than VP8: browsers decode it (often in hardware), libx264 with zerolatency is
-cheaper than libvpx at this size, and aiortc packetizes pre-encoded H.264 statelessly (its VP8
+H.264 rather than VP8: browsers decode it (often in hardware), libx264 with zerolatency
+took less CPU than libvpx at this size (benchmarks/README.md, "Figures behind design
+choices"), and aiortc packetizes pre-encoded H.264 statelessly (its VP8
 ``pack`` numbers pictures per sender, which is fine too, but has no advantage). Because the
 packets ARE H.264, the video transceiver must negotiate H.264: :func:`add_viewer` /
 :func:`prefer_h264` restrict it (an offerer through ``setCodecPreferences``; an answerer,
@@ -33,7 +34,7 @@ Audio: ONE Opus encoder per presenter too
 mono, 64 kbit/s: full band, so the 15 kHz measurement clicks survive) and every viewer's
 :class:`EncodedAudioTrack` hands aiortc the packet (pts in samples, time base 1/48000): with
 aiortc's own per-viewer encoding, Opus was the largest share of the server's work with four
-viewers.
+viewers (benchmarks/README.md, "Figures behind design choices").
 """
 
 from __future__ import annotations

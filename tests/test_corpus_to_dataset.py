@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 
-from benchmarks.tracker_agreement import measure as tracker_agreement
 from engine.audio import resample
 from engine.data.prep.dataset import TalkingHeadDataset, clip_dir, read_header, read_track
 from engine.data.synth.corpus import (
@@ -27,6 +26,7 @@ from engine.data.synth.corpus import (
 )
 from engine.data.synth.coverage import corpus_coverage
 from engine.data.synth.preview import write_key_shapes, write_preview
+from engine.data.tracker_agreement import measure as tracker_agreement
 from engine.face3d import LIPS
 from engine.speech.phonemes import SILENCE
 from presenter.cli import main as cli_main

@@ -1,10 +1,11 @@
 """The latency benchmark's plumbing (``python -m benchmarks.latency``), not the speed.
 
-The browser test runs the command's own code path, short: one headless Chromium viewer, an
-8 s window, both configurations (the model and the pre-rendered transport-only floor), and
-checks that the JSON has every section with finite, plausible figures and that the plots
-are written. The others check the figures' arithmetic and the message of a server without
-the trace API, without a browser.
+The browser test runs the command itself, short (a subprocess: no test imports
+``benchmarks``): one headless Chromium viewer, an 8 s window, both configurations (the model
+and the pre-rendered transport-only floor), and checks that the JSON has every section with
+finite, plausible figures, that the table it prints reports them and that the plots are
+written. The others check the figures' arithmetic (``presenter.testing.latency``) and the
+message of a server without the trace API, without a browser.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import http.server
 import itertools
 import json
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks import latency
-from benchmarks.live_harness import LiveServer, chromium_path
+from presenter.testing import latency
+from presenter.testing.live_harness import LiveServer, chromium_path
+from tests.conftest import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,10 +37,22 @@ def _finite(value: Any) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium")
 def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
-    result = latency.run(viewers=1, seconds=8.0, out=tmp_path)
+    command = ["-m", "benchmarks.latency", "--viewers", "1", "--seconds", "8", "--out"]
+    done = subprocess.run(
+        [sys.executable, *command, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
     saved = json.loads((tmp_path / "latency.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    for name, item in saved["configurations"].items():  # the table reports what was saved
+        assert f"{name}: delay {item['delay_ms']:.0f} ms" in done.stdout, name
+    for name in saved["goals"]:
+        assert f"goal {name}: " in done.stdout, name
     for section in ("command", "date", "machine", "versions", "config", "configurations"):
         assert saved[section], section
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["ram_gb"] > 0

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.lipsync_metrics import (
+from engine.face3d import INNER_LIP_PAIRS, LIPS
+from engine.lipsync_metrics import (
     best_lag,
     closing_delay_ms,
     lip_distance_px,
     mouth_gap_px,
     pearson,
 )
-from engine.face3d import INNER_LIP_PAIRS, LIPS
 
 
 def _smooth_signal(rng: np.random.Generator, length: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.live_harness import (
+from presenter.testing.live_harness import (
     SPEECH,
     chromium,
     chromium_path,

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from benchmarks.live_harness import live_server
 from engine.frames import ENGINE_TIMELINE, StreamEngine
 from presenter.clock import VirtualClock
 from presenter.engine_setup import render_budget_ms
@@ -32,6 +31,7 @@ from presenter.prerendered import PrerenderedEngine
 from presenter.server import PresenterServer
 from presenter.sources import TtsSource
 from presenter.stream import AvatarStream, StreamConfig
+from presenter.testing.live_harness import live_server
 from presenter.trace import EVENTS, STAGES, FrameTrace
 from presenter.webrtc import EncodedVideoTrack
 from tests.conftest import ShippedBackends

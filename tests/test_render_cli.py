@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from benchmarks.live_harness import chromium_page, chromium_path
 from engine.speech.espeak import EspeakVoice
 from presenter.cli import main
+from presenter.testing.live_harness import chromium_page, chromium_path
 
 
 @pytest.fixture(scope="module")

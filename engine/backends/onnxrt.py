@@ -16,8 +16,8 @@ class OnnxRuntimeRuntime(CpuOnnxRuntime):
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).
     Idle worker threads sleep rather than spin: in a live pipeline the encoder, the network
-    and the viewers' browsers need the cores between model calls (spinning threads made a
-    frame twice as slow there on 2 cores).
+    and the viewers' browsers need the cores between model calls (what spinning cost:
+    benchmarks/README.md, "Figures behind design choices").
     """
 
     name = "onnxrt"

@@ -406,8 +406,8 @@ def align(
 ) -> tuple[tuple[TimedSpan, ...], tuple[TimedSpan, ...]]:
     """Align 16 kHz float32 speech to ``text``: ``(words, phones)``.
 
-    Pass an ``aligner`` to reuse its decoder; otherwise one is created for this call
-    (about 0.2 s of loading).
+    Pass an ``aligner`` to reuse its decoder; otherwise one is created (and its model
+    loaded) for this call.
     """
     return (aligner if aligner is not None else ForcedAligner()).align(audio_16k, text)
 

@@ -6,7 +6,7 @@ speech, re-timed, as its tracks. LiveKit's ``AvatarRunner`` does the room side (
 publishing, the playback notifications back to the agent); this module is the generator it
 drives, built on :class:`presenter.avatar_session.AvatarSession`::
 
-    generator = PresenterVideoGenerator.create()            # the shipped avatar (~15 s)
+    generator = PresenterVideoGenerator.create()            # builds the shipped avatar
     runner = AvatarRunner(
         room,                                               # connected with the worker's token
         audio_recv=DataStreamAudioReceiver(room),

@@ -1,8 +1,9 @@
 """Lip-sync measures on tracked landmarks: lip distance, mouth opening, A/V lag, closing.
 
 All functions take plain arrays: (T, 478, 2) landmarks in pixels with NaN rows where no
-face was found, per-frame signals of length T. They are what :mod:`benchmarks.quality`
-reports, kept apart so that tests can check them on signals with known answers.
+face was found, per-frame signals of length T; they need only the lip indices of
+:mod:`engine.face3d`. ``benchmarks/quality.py`` reports them for a model's rendering; the
+tests check them on signals with known answers.
 """
 
 from __future__ import annotations

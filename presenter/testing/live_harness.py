@@ -1,5 +1,9 @@
-"""Driving the live presenter as its users do, for the browser tests and the live benchmark:
+"""Driving the live presenter as its users do, for the browser tests and the live benchmarks:
 ``python -m presenter serve`` in its own process, Debian's Chromium as the viewer.
+
+Shipped with the package so that the tests and ``benchmarks/`` share one harness (neither
+imports the other). Playwright is a dev extra: it is imported only when a browser starts,
+and its absence is one ImportError that says how to install it.
 
 Playwright's own browser download does not work on these machines: ``/usr/bin/chromium``
 (installed by ``scripts/setup``) is launched with autoplay allowed and sound on (Playwright
@@ -34,10 +38,16 @@ import numpy as np
 
 from engine.audio import float_to_pcm16
 
-REPO = Path(__file__).resolve().parent.parent
+# where ``python -m presenter`` is run from: the folder that holds the presenter package (the
+# checkout, or site-packages where it is installed)
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PLAYWRIGHT_HINT = (
+    "the live harness drives Chromium with Playwright, a dev extra: "
+    "pip install -e '.[dev]' (or pip install playwright)"
+)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
+CHROMIUM_ARGS = (
     "--autoplay-policy=no-user-gesture-required",
     "--no-sandbox",
     "--disable-gpu",
@@ -47,7 +57,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
+)
 
 
 def chromium_path() -> str | None:
@@ -66,7 +76,10 @@ def fake_microphone_args(wav: str) -> list[str]:
 @contextmanager
 def chromium(extra_args: Sequence[str] = ()) -> Iterator[Any]:
     """A fresh headless Chromium (``browser.new_page()`` for each viewer)."""
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise ImportError(PLAYWRIGHT_HINT) from exc
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -138,7 +151,7 @@ def live_server(args: Sequence[str], log: Path, timeout: float = 180.0) -> Itera
     command = [sys.executable, "-m", "presenter", "serve", "--port", "0", *args]
     with open(log, "w") as errors:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+            command, cwd=PACKAGE_ROOT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
         )
         lines: list[str] = []
         reader = threading.Thread(
