@@ -84,11 +84,11 @@ from engine.backends import (
     graph_spec,
     input_shapes,
 )
-from engine.backends.base import one_line
+from engine.backends.runtime import one_line
 from engine.facade import AvatarEngine, EngineConfig, model_crop
-from engine.frames import STAGES, RenderedFrame
 from engine.face3d import canonical_template
 from engine.face_crop import crop_transforms
+from engine.frames import STAGES, RenderedFrame
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
 from engine.motion import MotionTransformer
 

@@ -9,10 +9,12 @@ and synthesis parts).
 Kinds: eager (torch), onnxrt (ONNX Runtime CPU), openvino (the ``openvino`` extra),
 compiled (``torch.compile``), tensorrt (Torch-TensorRT, the ``gpu`` extra, CUDA only) and
 auto (the fastest of those that work here). Compiled artefacts are cached under
-``presenter_home() / "cache"`` (:mod:`engine.backends.cache`).
+``presenter_home() / "cache"`` (:mod:`engine.backends.artifact_cache`).
 """
 
-from engine.backends.base import (
+from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
+from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
+from engine.backends.runtime import (
     Backend,
     BackendError,
     EncoderBackend,
@@ -22,8 +24,6 @@ from engine.backends.base import (
     Runtime,
     SynthesisBackend,
 )
-from engine.backends.cache import ArtifactCache, CacheKey, weights_digest
-from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
 from engine.backends.select import BACKEND_KINDS, BackendKind, create_backend
 from engine.backends.timing import measure_ms
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, one_line
-from engine.backends.cache import ArtifactCache, CacheKey
+from engine.backends.artifact_cache import ArtifactCache, CacheKey
 from engine.backends.graphs import export_graph_onnx
+from engine.backends.runtime import BackendError, one_line
 
 EXPORTER = "torch.onnx"
 EXPORT_OPSET = 17  # what engine.motion.export_onnx and engine.generator.export_onnx write

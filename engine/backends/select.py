@@ -18,7 +18,9 @@ from typing import Literal, overload
 import numpy as np
 from torch import nn
 
-from engine.backends.base import (
+from engine.backends.artifact_cache import ArtifactCache
+from engine.backends.graphs import GraphSpec, graph_spec
+from engine.backends.runtime import (
     Backend,
     BackendError,
     EncoderBackend,
@@ -30,13 +32,11 @@ from engine.backends.base import (
     check_precision,
     one_line,
 )
-from engine.backends.cache import ArtifactCache
-from engine.backends.compiled import CompiledRuntime
-from engine.backends.eager import EagerRuntime
-from engine.backends.graphs import GraphSpec, graph_spec
-from engine.backends.onnxrt import OnnxRuntimeRuntime
-from engine.backends.openvino_backend import OpenVinoRuntime
-from engine.backends.tensorrt import TensorRTRuntime
+from engine.backends.runtime_compiled import CompiledRuntime
+from engine.backends.runtime_eager import EagerRuntime
+from engine.backends.runtime_onnxrt import OnnxRuntimeRuntime
+from engine.backends.runtime_openvino import OpenVinoRuntime
+from engine.backends.runtime_tensorrt import TensorRTRuntime
 from engine.backends.timing import measure_ms
 from engine.backends.torch_module import resolve_device
 from engine.generator import AvatarGenerator

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.backends.base import Backend
+from engine.backends.runtime import Backend
 
 
 def measure_ms(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, Precision
+from engine.backends.runtime import BackendError, Precision
 
 
 def resolve_device(device: str) -> torch.device:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import Precision, Runtime
+from engine.backends.runtime import Precision, Runtime
 from engine.backends.torch_module import (
     inference_copy,
     resolve_device,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from engine.backends.base import BackendError, one_line
-from engine.backends.cpu_onnx import CpuOnnxRuntime
+from engine.backends.onnx_file import CpuOnnxRuntime
+from engine.backends.runtime import BackendError, one_line
 
 
 class OnnxRuntimeRuntime(CpuOnnxRuntime):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime
-from engine.backends.cache import ArtifactCache
+from engine.backends.artifact_cache import ArtifactCache
 from engine.backends.graphs import graph_spec
 from engine.backends.onnx_export import cached_onnx
+from engine.backends.runtime import BackendError, Precision, Runtime
 
 
 def check_cpu_fp32(runtime: str, device: str, precision: Precision) -> None:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime, one_line
-from engine.backends.cache import ArtifactCache, CacheKey
+from engine.backends.artifact_cache import ArtifactCache, CacheKey
 from engine.backends.graphs import graph_spec
+from engine.backends.runtime import BackendError, Precision, Runtime, one_line
 from engine.backends.torch_module import (
     device_name,
     inference_copy,

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends.base import BackendError, one_line
-from engine.backends.cpu_onnx import CpuOnnxRuntime
+from engine.backends.onnx_file import CpuOnnxRuntime
+from engine.backends.runtime import BackendError, one_line
 
 
 def import_openvino() -> ModuleType:

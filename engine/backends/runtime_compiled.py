@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime, one_line
 from engine.backends.graphs import graph_spec
+from engine.backends.runtime import BackendError, Precision, Runtime, one_line
 from engine.backends.torch_module import (
     inference_copy,
     resolve_device,
