@@ -13,17 +13,15 @@ auto (the fastest of those that work here). Compiled artefacts are cached under
 """
 
 from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
-from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
-from engine.backends.runtime import (
+from engine.backends.backend import (
     Backend,
-    BackendError,
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
-    Precision,
-    Runtime,
     SynthesisBackend,
 )
+from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
+from engine.backends.runtime import BackendError, Precision, Runtime
 from engine.backends.select import BACKEND_KINDS, BackendKind, create_backend
 from engine.backends.timing import measure_ms
 

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from engine.backends.onnx_file import CpuOnnxRuntime
+from engine.backends.onnx_file import OnnxFileRuntime
 from engine.backends.runtime import BackendError, one_line
 
 
-class OnnxRuntimeRuntime(CpuOnnxRuntime):
+class OnnxRtRuntime(OnnxFileRuntime):
     """ONNX Runtime, CPU execution provider, all graph optimisations, sequential execution.
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).

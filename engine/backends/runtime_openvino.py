@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends.onnx_file import CpuOnnxRuntime
+from engine.backends.onnx_file import OnnxFileRuntime
 from engine.backends.runtime import BackendError, one_line
 
 
@@ -23,7 +23,7 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
-class OpenVinoRuntime(CpuOnnxRuntime):
+class OpenVinoRuntime(OnnxFileRuntime):
     """``openvino.Core().compile_model`` of the ONNX file on the CPU: latency hint, fp32
     inference precision (never the bf16 some CPUs default to), one infer request.
 

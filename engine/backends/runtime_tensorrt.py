@@ -62,7 +62,7 @@ def tensorrt_version(torch_tensorrt: ModuleType) -> str:
     return f"{version} torch {torch.__version__}"
 
 
-class TensorRTRuntime(Runtime):
+class TensorRtRuntime(Runtime):
     """A Torch-TensorRT program for batches 1 .. the planned batch."""
 
     name = "tensorrt"

@@ -19,24 +19,20 @@ import numpy as np
 from torch import nn
 
 from engine.backends.artifact_cache import ArtifactCache
-from engine.backends.graphs import GraphSpec, graph_spec
-from engine.backends.runtime import (
+from engine.backends.backend import (
     Backend,
-    BackendError,
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
-    Precision,
-    Runtime,
     SynthesisBackend,
-    check_precision,
-    one_line,
 )
+from engine.backends.graphs import GraphSpec, graph_spec
+from engine.backends.runtime import BackendError, Precision, Runtime, check_precision, one_line
 from engine.backends.runtime_compiled import CompiledRuntime
 from engine.backends.runtime_eager import EagerRuntime
-from engine.backends.runtime_onnxrt import OnnxRuntimeRuntime
+from engine.backends.runtime_onnxrt import OnnxRtRuntime
 from engine.backends.runtime_openvino import OpenVinoRuntime
-from engine.backends.runtime_tensorrt import TensorRTRuntime
+from engine.backends.runtime_tensorrt import TensorRtRuntime
 from engine.backends.timing import measure_ms
 from engine.backends.torch_module import resolve_device
 from engine.generator import AvatarGenerator
@@ -69,7 +65,7 @@ def build_runtime(
     if kind == "eager":
         return EagerRuntime(model, device=device, precision=precision)
     if kind == "onnxrt":
-        return OnnxRuntimeRuntime(
+        return OnnxRtRuntime(
             model, shapes=shapes, cache=cache, device=device, threads=threads, precision=precision
         )
     if kind == "openvino":
@@ -79,7 +75,7 @@ def build_runtime(
     if kind == "compiled":
         return CompiledRuntime(model, shapes=shapes, device=device, precision=precision)
     if kind == "tensorrt":
-        return TensorRTRuntime(
+        return TensorRtRuntime(
             model, shapes=shapes, cache=cache, device=device, precision=precision
         )
     raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_KINDS)}")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.backends.runtime import Backend
+from engine.backends.backend import Backend
 
 
 def measure_ms(
