@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.backend_registry import AUTO, BACKEND_NAMES, RUNTIME_NAMES, RUNTIMES, auto_candidates
 from engine.backends import (
     ArtifactCache,
     Backend,
@@ -23,6 +25,7 @@ from engine.backends import (
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
+    Runtime,
     SynthesisBackend,
     create_backend,
     graph_spec,
@@ -40,7 +43,7 @@ MOTION = MotionConfig(
     num_coefficients=6, width=32, layers=2, heads=2, style_dim=16, style_hidden=24, dropout=0.0
 )
 GENERATOR = replace(TINY, image_size=64)
-KINDS = ("eager", "onnxrt", "openvino", "compiled", "tensorrt")
+KINDS = RUNTIME_NAMES
 GRAPHS = ("motion", "generator", "encoder", "synthesis")
 BACKEND_OF: dict[str, type[Backend]] = {
     "motion": MotionBackend,
@@ -111,6 +114,28 @@ def _unavailable(kind: str) -> str | None:
     if kind == "tensorrt":
         return "tensorrt runs on CUDA only (see test_cuda_backends_agree_with_cpu_eager)"
     return None
+
+
+def test_the_registry_names_every_runtime_once_and_loads_each() -> None:
+    assert (AUTO, *RUNTIME_NAMES) == BACKEND_NAMES
+    assert sorted(RUNTIME_NAMES) == sorted(set(RUNTIME_NAMES))
+    for entry in RUNTIMES:
+        runtime = entry.load()
+        assert issubclass(runtime, Runtime)
+        assert runtime.__module__ == f"engine.backends.runtime_{entry.name}"
+        assert set(entry.auto_on) <= {"cpu", "cuda"}
+    # auto's order: on CUDA the compiled torch runtimes; on the CPU the two graph runtimes
+    assert auto_candidates("cuda") == ("tensorrt", "compiled", "eager")
+    assert auto_candidates("cpu") == ("tensorrt", "openvino", "onnxrt", "eager")
+
+
+def test_the_registry_is_light_to_import() -> None:
+    """The command line builds its --backend choices from it without loading torch."""
+    code = "import sys, engine.backend_registry; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("graph", GRAPHS)

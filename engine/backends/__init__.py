@@ -6,12 +6,13 @@ and synthesis parts).
     motion = create_backend("auto", transformer, shapes=input_shapes(transformer, batch=1))
     coefficients = motion.run(mel, style)  # numpy float32 in and out
 
-Kinds: eager (torch), onnxrt (ONNX Runtime CPU), openvino (the ``openvino`` extra),
-compiled (``torch.compile``), tensorrt (Torch-TensorRT, the ``gpu`` extra, CUDA only) and
-auto (the fastest of those that work here). Compiled artefacts are cached under
+The names a backend can be asked for are :data:`BACKEND_NAMES`: ``auto`` (the fastest that
+works here) and every runtime in :mod:`engine.backend_registry` (what each needs: devices,
+precisions, the extra that installs it). Compiled artefacts are cached under
 ``presenter_home() / "cache"`` (:mod:`engine.backends.artifact_cache`).
 """
 
+from engine.backend_registry import BACKEND_NAMES, RUNTIMES, RuntimeEntry
 from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
 from engine.backends.backend import (
     Backend,
@@ -21,16 +22,16 @@ from engine.backends.backend import (
     SynthesisBackend,
 )
 from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
-from engine.backends.runtime import BackendError, Precision, Runtime
-from engine.backends.select import BACKEND_KINDS, BackendKind, create_backend
+from engine.backends.runtime import BackendError, Precision, Runtime, RuntimeOptions
+from engine.backends.select import create_backend
 from engine.backends.timing import measure_ms
 
 __all__ = [
-    "BACKEND_KINDS",
+    "BACKEND_NAMES",
+    "RUNTIMES",
     "ArtifactCache",
     "Backend",
     "BackendError",
-    "BackendKind",
     "CacheKey",
     "EncoderBackend",
     "GeneratorBackend",
@@ -38,6 +39,8 @@ __all__ = [
     "MotionBackend",
     "Precision",
     "Runtime",
+    "RuntimeEntry",
+    "RuntimeOptions",
     "SynthesisBackend",
     "create_backend",
     "graph_spec",

@@ -25,15 +25,11 @@ class Backend:
     """A runtime behind one graph: input checks, float32 in and out (see the subclasses
     for the typed ``run`` of each graph)."""
 
-    def __init__(self, runtime: Runtime, spec: GraphSpec) -> None:
+    def __init__(self, name: str, runtime: Runtime, spec: GraphSpec) -> None:
+        self.name = name  # the runtime's name in engine.backend_registry
         self._runtime = runtime
         self.spec = spec
         self.measured_ms: float | None = None  # set by ``create_backend("auto", ...)``
-
-    @property
-    def name(self) -> str:
-        """The runtime: eager, onnxrt, openvino, compiled or tensorrt."""
-        return self._runtime.name
 
     @property
     def device(self) -> str:

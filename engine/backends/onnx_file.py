@@ -12,7 +12,7 @@ from torch import nn
 
 from engine.backends.artifact_cache import ArtifactCache, CacheKey
 from engine.backends.graphs import export_graph_onnx, graph_spec
-from engine.backends.runtime import BackendError, Precision, Runtime, one_line
+from engine.backends.runtime import BackendError, Runtime, RuntimeOptions, one_line
 
 EXPORTER = "torch.onnx"
 EXPORT_OPSET = 17  # what engine.motion.export_onnx and engine.generator.export_onnx write
@@ -45,44 +45,25 @@ def cached_onnx(
         raise BackendError(f"ONNX export failed: {one_line(exc)}") from exc
 
 
-def check_cpu_fp32(runtime: str, device: str, precision: Precision) -> None:
-    if device != "cpu":
-        raise BackendError(f"{runtime} runs on the CPU here, not on {device!r}")
-    if precision != "fp32":
-        raise BackendError(
-            f"{runtime} runs fp32; fp16 needs a CUDA backend (eager, compiled, tensorrt)"
-        )
-
-
 class OnnxFileRuntime(Runtime):
     """A runtime that loads the graph's cached ONNX file (``artifact``) on the CPU, fp32.
 
-    The constructor checks the arguments, calls :meth:`_check_available`, exports (or finds
-    in the cache) the ONNX file and then :meth:`_open` builds the subclass's session on it.
-    ``threads``: the runtime's intra-op threads (None: its default).
+    The constructor checks ``options.threads`` (the runtime's intra-op threads; None: its
+    default), calls :meth:`_check_available`, exports (or finds in the cache) the ONNX file
+    and then :meth:`_open` builds the subclass's session on it.
     """
 
     artifact: Path  # the ONNX file
     cache_hit: bool
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        cache: ArtifactCache,
-        device: str = "cpu",
-        threads: int | None = None,
-        precision: Precision = "fp32",
-    ) -> None:
-        check_cpu_fp32(self.name, device, precision)
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        threads = options.threads
         if threads is not None and threads < 1:
             raise BackendError(f"threads must be at least 1, got {threads}")
         self._check_available()
-        self.device = "cpu"
-        self.precision = precision
         self._spec = graph_spec(model)
-        self.artifact, self.cache_hit = cached_onnx(model, shapes, cache)
+        self.artifact, self.cache_hit = cached_onnx(model, options.shapes, options.cache)
         self._open(threads)
 
     def _check_available(self) -> None:

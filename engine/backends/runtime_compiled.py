@@ -10,7 +10,7 @@ processes start faster).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from engine.backends.graphs import graph_spec
-from engine.backends.runtime import BackendError, Precision, Runtime, one_line
+from engine.backends.runtime import BackendError, Runtime, RuntimeOptions, one_line
 from engine.backends.torch_module import (
     inference_copy,
-    resolve_device,
     to_arrays,
     to_tensors,
     torch_dtype,
@@ -31,20 +30,10 @@ from engine.backends.torch_module import (
 class CompiledRuntime(Runtime):
     """``torch.compile`` of an eval-mode copy of the model, compiled at the planned shapes."""
 
-    name = "compiled"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        device: str = "cpu",
-        precision: Precision = "fp32",
-    ) -> None:
-        self._device = resolve_device(device)
-        self._dtype = torch_dtype(precision, self._device)
-        self.device = str(self._device)
-        self.precision = precision
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        self._device = options.device
+        self._dtype = torch_dtype(options.precision, self._device)
         self._cuda = self._device.type == "cuda"
         module = inference_copy(model, self._device, self._dtype)
         self._compiled: Callable[..., Any] | None
@@ -53,7 +42,7 @@ class CompiledRuntime(Runtime):
         else:
             self._compiled = torch.compile(module)
         spec = graph_spec(model)
-        example = spec.example_inputs(shapes)
+        example = spec.example_inputs(options.shapes)
         try:
             self.run(example)  # compiles now rather than on the first frame
         except Exception as exc:  # dynamo / inductor / the C++ compiler raise many types

@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.runtime import Precision, Runtime
+from engine.backends.runtime import Runtime, RuntimeOptions
 from engine.backends.torch_module import (
     inference_copy,
-    resolve_device,
     to_arrays,
     to_tensors,
     torch_dtype,
@@ -25,15 +24,10 @@ class EagerRuntime(Runtime):
     it here would change it for everything else in the process.
     """
 
-    name = "eager"
-
-    def __init__(
-        self, model: nn.Module, *, device: str = "cpu", precision: Precision = "fp32"
-    ) -> None:
-        self._device = resolve_device(device)
-        self._dtype = torch_dtype(precision, self._device)
-        self.device = str(self._device)
-        self.precision = precision
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        self._device = options.device
+        self._dtype = torch_dtype(options.precision, self._device)
         self._module: nn.Module | None = inference_copy(model, self._device, self._dtype)
 
     def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:

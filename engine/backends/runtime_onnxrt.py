@@ -20,8 +20,6 @@ class OnnxRtRuntime(OnnxFileRuntime):
     frame twice as slow there on 2 cores).
     """
 
-    name = "onnxrt"
-
     def _open(self, threads: int | None) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

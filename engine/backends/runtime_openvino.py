@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from engine.backends.onnx_file import OnnxFileRuntime
-from engine.backends.runtime import BackendError, one_line
-
-
-def import_openvino() -> ModuleType:
-    """The ``openvino`` package, or a BackendError saying how to install it."""
-    try:
-        import openvino
-    except ImportError as exc:
-        raise BackendError(
-            "openvino is not installed: install the extra with pip install 'presenter[openvino]'"
-        ) from exc
-    return openvino
+from engine.backends.runtime import BackendError, import_package, one_line
 
 
 class OpenVinoRuntime(OnnxFileRuntime):
@@ -30,10 +18,8 @@ class OpenVinoRuntime(OnnxFileRuntime):
     ``threads``: OpenVINO's ``INFERENCE_NUM_THREADS`` (None: its default).
     """
 
-    name = "openvino"
-
     def _check_available(self) -> None:
-        self._openvino = import_openvino()
+        self._openvino = import_package("openvino")
 
     def _open(self, threads: int | None) -> None:
         openvino = self._openvino

@@ -18,7 +18,7 @@ Importing this module never imports torch_tensorrt: building a runtime does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,28 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.artifact_cache import ArtifactCache, CacheKey
+from engine.backends.artifact_cache import CacheKey
 from engine.backends.graphs import graph_spec
-from engine.backends.runtime import BackendError, Precision, Runtime, one_line
+from engine.backends.runtime import (
+    BackendError,
+    Runtime,
+    RuntimeOptions,
+    import_package,
+    one_line,
+)
 from engine.backends.torch_module import (
     device_name,
     inference_copy,
-    resolve_device,
     to_arrays,
     to_tensors,
 )
-
-
-def import_torch_tensorrt() -> ModuleType:
-    """The ``torch_tensorrt`` package, or a BackendError saying how to install it."""
-    try:
-        import torch_tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the package is there, its libraries not
-        raise BackendError(
-            "torch-tensorrt is not usable "
-            f"({one_line(exc)}): install the extra with pip install 'presenter[gpu]'"
-        ) from exc
-    return torch_tensorrt
 
 
 def tensorrt_version(torch_tensorrt: ModuleType) -> str:
@@ -65,25 +58,14 @@ def tensorrt_version(torch_tensorrt: ModuleType) -> str:
 class TensorRtRuntime(Runtime):
     """A Torch-TensorRT program for batches 1 .. the planned batch."""
 
-    name = "tensorrt"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        cache: ArtifactCache,
-        device: str = "cuda",
-        precision: Precision = "fp16",
-    ) -> None:
-        self._device = resolve_device(device)
-        if self._device.type != "cuda":
-            raise BackendError(f"tensorrt needs a CUDA device, not {device!r}")
-        trt = import_torch_tensorrt()
-        self.device = str(self._device)
-        self.precision = precision
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        self._device = options.device
+        # OSError: the package is there, its libraries not
+        trt = import_package("torch_tensorrt", errors=(ImportError, OSError))
+        precision = options.precision
         spec = graph_spec(model)
-        planned, batch = spec.check_shapes(shapes)
+        planned, batch = spec.check_shapes(options.shapes)
         self.max_batch = batch
         key = CacheKey.for_model(
             model,
@@ -122,7 +104,7 @@ class TensorRtRuntime(Runtime):
             )
 
         try:
-            self.artifact, self.cache_hit = cache.fetch(key, ".ep", build)
+            self.artifact, self.cache_hit = options.cache.fetch(key, ".ep", build)
             self._module: Any = trt.load(str(self.artifact)).module()
         except BackendError:
             raise

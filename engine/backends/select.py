@@ -1,23 +1,25 @@
 """``create_backend``: one named backend, or ``auto``: the fastest that works here.
 
-``auto`` tries candidates in order (on CUDA: tensorrt, compiled, eager; on the CPU:
-tensorrt, openvino, onnxrt, compiled, eager -- or the ``candidates`` given). Every candidate
-that builds is checked against eager fp32 on random inputs of the planned shapes and timed
-by a short warm-up (the median of a few runs); one that fails is logged as one line,
-``<name> unavailable: <reason>; trying <next>``. The fastest is returned with its
-``measured_ms``; the others are closed. Mind that ``compiled`` compiles while it is tried
-(seconds to minutes on a cold Inductor cache).
+``auto`` tries candidates in order (:func:`engine.backend_registry.auto_candidates` of the
+device's type, or the ``candidates`` given). Every candidate that builds is checked against
+eager fp32 on random inputs of the planned shapes and timed by a short warm-up (the median
+of a few runs); one that fails is logged as one line, ``<name> unavailable: <reason>;
+trying <next>``. The fastest is returned with its ``measured_ms``; the others are closed.
+Mind that ``compiled`` compiles while it is tried (seconds to minutes on a cold Inductor
+cache).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Literal, overload
+from dataclasses import replace
+from typing import overload
 
 import numpy as np
 from torch import nn
 
+from engine.backend_registry import AUTO, BACKEND_NAMES, auto_candidates, runtime_entry
 from engine.backends.artifact_cache import ArtifactCache
 from engine.backends.backend import (
     Backend,
@@ -27,12 +29,15 @@ from engine.backends.backend import (
     SynthesisBackend,
 )
 from engine.backends.graphs import GraphSpec, graph_spec
-from engine.backends.runtime import BackendError, Precision, Runtime, check_precision, one_line
-from engine.backends.runtime_compiled import CompiledRuntime
+from engine.backends.runtime import (
+    BackendError,
+    Runtime,
+    RuntimeOptions,
+    build_runtime,
+    check_precision,
+    one_line,
+)
 from engine.backends.runtime_eager import EagerRuntime
-from engine.backends.runtime_onnxrt import OnnxRtRuntime
-from engine.backends.runtime_openvino import OpenVinoRuntime
-from engine.backends.runtime_tensorrt import TensorRtRuntime
 from engine.backends.timing import measure_ms
 from engine.backends.torch_module import resolve_device
 from engine.generator import AvatarGenerator
@@ -41,44 +46,8 @@ from engine.motion import MotionTransformer
 
 log = logging.getLogger(__name__)
 
-BackendKind = Literal["auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt"]
-BACKEND_KINDS: tuple[str, ...] = ("auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt")
-CUDA_CANDIDATES: tuple[str, ...] = ("tensorrt", "compiled", "eager")
-# compiled is left out on the CPU: its first build takes minutes (the kernel cache is cold)
-# and it is slower than the two graph runtimes here. Ask for it by name.
-CPU_CANDIDATES: tuple[str, ...] = ("tensorrt", "openvino", "onnxrt", "eager")
 _FP32_TOLERANCE = 1e-3
 _REDUCED_TOLERANCE = 3e-2  # fp16, and TF32 convolutions on CUDA
-
-
-def build_runtime(
-    kind: str,
-    model: nn.Module,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str,
-    threads: int | None,
-    precision: Precision,
-    cache: ArtifactCache,
-) -> Runtime:
-    """The runtime ``kind`` (not ``auto``) for ``model``'s graph."""
-    if kind == "eager":
-        return EagerRuntime(model, device=device, precision=precision)
-    if kind == "onnxrt":
-        return OnnxRtRuntime(
-            model, shapes=shapes, cache=cache, device=device, threads=threads, precision=precision
-        )
-    if kind == "openvino":
-        return OpenVinoRuntime(
-            model, shapes=shapes, cache=cache, device=device, threads=threads, precision=precision
-        )
-    if kind == "compiled":
-        return CompiledRuntime(model, shapes=shapes, device=device, precision=precision)
-    if kind == "tensorrt":
-        return TensorRtRuntime(
-            model, shapes=shapes, cache=cache, device=device, precision=precision
-        )
-    raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_KINDS)}")
 
 
 _BACKEND_OF: dict[str, type[Backend]] = {
@@ -89,8 +58,8 @@ _BACKEND_OF: dict[str, type[Backend]] = {
 }
 
 
-def _wrap(runtime: Runtime, spec: GraphSpec) -> Backend:
-    return _BACKEND_OF[spec.kind](runtime, spec)
+def _wrap(name: str, runtime: Runtime, spec: GraphSpec) -> Backend:
+    return _BACKEND_OF[spec.kind](name, runtime, spec)
 
 
 @overload
@@ -170,83 +139,54 @@ def create_backend(
     ``candidates``: the kinds ``auto`` tries, in order. The caller's model is not changed.
     Raises BackendError (one line) when the backend cannot be built here.
     """
-    if kind not in BACKEND_KINDS:
-        raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_KINDS)}")
+    entry = runtime_entry(kind)
+    if entry is None and kind != AUTO:
+        raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
     checked = check_precision(precision)
     spec = graph_spec(model)
     planned, _ = spec.check_shapes(shapes)
-    store = cache if cache is not None else ArtifactCache()
-    if kind != "auto":
-        runtime = build_runtime(
-            kind,
-            model,
-            shapes=planned,
-            device=device,
-            threads=threads,
-            precision=checked,
-            cache=store,
-        )
-        backend = _wrap(runtime, spec)
+    options = RuntimeOptions(
+        shapes=planned,
+        device=resolve_device(device),
+        threads=threads,
+        precision=checked,
+        cache=cache if cache is not None else ArtifactCache(),
+    )
+    if entry is not None:
+        backend = _wrap(entry.name, build_runtime(entry, model, options), spec)
     else:
-        backend = _auto(
-            model,
-            spec,
-            shapes=planned,
-            device=device,
-            threads=threads,
-            precision=checked,
-            cache=store,
-            candidates=candidates,
-        )
+        backend = _auto(model, spec, options, candidates)
     assert isinstance(backend, MotionBackend | GeneratorBackend | EncoderBackend | SynthesisBackend)
     return backend
 
 
 def _auto(
-    model: nn.Module,
-    spec: GraphSpec,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str,
-    threads: int | None,
-    precision: Precision,
-    cache: ArtifactCache,
-    candidates: Sequence[str] | None,
+    model: nn.Module, spec: GraphSpec, options: RuntimeOptions, candidates: Sequence[str] | None
 ) -> Backend:
-    resolved = resolve_device(device)
+    device = options.device
     if candidates is None:
-        candidates = CUDA_CANDIDATES if resolved.type == "cuda" else CPU_CANDIDATES
-    unknown = [kind for kind in candidates if kind not in BACKEND_KINDS or kind == "auto"]
-    if unknown or not candidates:
+        candidates = auto_candidates(device.type)
+    entries = [entry for entry in map(runtime_entry, candidates) if entry is not None]
+    if len(entries) != len(candidates) or not entries:
         raise BackendError(
-            f"auto candidates must be backend kinds other than auto, got {list(candidates)}"
+            f"auto candidates must be runtime names (not auto), got {list(candidates)}"
         )
-    inputs = spec.example_inputs(shapes)
-    reference_runtime = EagerRuntime(model, device=device, precision="fp32")
+    inputs = spec.example_inputs(options.shapes)
+    reference_runtime = EagerRuntime(model, replace(options, precision="fp32"))
     reference = reference_runtime.run(inputs)
     reference_runtime.close()
-    exact = precision == "fp32" and resolved.type == "cpu"
+    exact = options.precision == "fp32" and device.type == "cpu"
     tolerance = _FP32_TOLERANCE if exact else _REDUCED_TOLERANCE
 
     measured: list[Backend] = []
-    for index, kind in enumerate(candidates):
+    for index, entry in enumerate(entries):
+        kind = entry.name
         following = "no candidates left"
         if index + 1 < len(candidates):
             following = f"trying {candidates[index + 1]}"
         backend: Backend | None = None
         try:
-            backend = _wrap(
-                build_runtime(
-                    kind,
-                    model,
-                    shapes=shapes,
-                    device=device,
-                    threads=threads,
-                    precision=precision,
-                    cache=cache,
-                ),
-                spec,
-            )
+            backend = _wrap(kind, build_runtime(entry, model, options), spec)
             _check_agreement(backend.run_arrays(inputs), reference, tolerance)
             backend.measured_ms = measure_ms(backend, inputs)
         except Exception as exc:  # any failure of one candidate is a fallback, not an error
