@@ -14,6 +14,7 @@ precisions, the extra that installs it). Compiled artefacts are cached under
 
 from engine.backend_registry import BACKEND_NAMES, RUNTIMES, RuntimeEntry
 from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
+from engine.backends.auto import create_backend
 from engine.backends.backend import (
     Backend,
     EncoderBackend,
@@ -23,7 +24,6 @@ from engine.backends.backend import (
 )
 from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
 from engine.backends.runtime import BackendError, Precision, Runtime, RuntimeOptions
-from engine.backends.select import create_backend
 from engine.backends.timing import measure_ms
 
 __all__ = [
