@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import overload
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -46,14 +46,15 @@ from engine.audio import MelConfig, pcm_to_float
 from engine.avatar import Avatar, default_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
+    Backend,
     EncoderBackend,
     MotionBackend,
     SynthesisBackend,
-    create_backend,
     input_shapes,
 )
 from engine.compositor import CompositorConfig, FrameDetail, paste
 from engine.errors import EngineError
+from engine.face_crop import CropConfig
 from engine.frames import (
     ENGINE_TIMELINE,
     OUTPUT_FORMATS,
@@ -62,7 +63,6 @@ from engine.frames import (
     RenderedFrame,
     Timeline,
 )
-from engine.face_crop import CropConfig
 from engine.generator import GeneratorConfig, lower_face_region, mask_lower_face
 from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis, feature_bytes
 from engine.motion import MotionTransformer
@@ -71,6 +71,7 @@ from engine.silence_gate import SilenceGate, rest_coefficients
 from engine.streaming_resample import StreamingResampler
 
 log = logging.getLogger(__name__)
+B = TypeVar("B", bound=Backend[Any])
 
 Driver = Callable[[int], "np.ndarray | None"]
 """A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
@@ -169,10 +170,13 @@ class AvatarEngine:
         self._motion_config = self.model.motion.config
         self._mel = MelConfig()
         self._silence = float(np.float32(np.log(self._mel.log_floor)))
-        self._motion = motion_runner or self._backend(self.model.motion.model.transformer)
+        transformer = self.model.motion.model.transformer
+        self._motion = motion_runner or self._backend(MotionBackend, transformer)
         network = self.model.generator.generator
-        self._encoder = encoder_runner or self._backend(GeneratorEncoder(network))
-        self._synthesis = synthesis_runner or self._backend(GeneratorSynthesis(network))
+        self._encoder = encoder_runner or self._backend(EncoderBackend, GeneratorEncoder(network))
+        self._synthesis = synthesis_runner or self._backend(
+            SynthesisBackend, GeneratorSynthesis(network)
+        )
         size = generator_config.image_size
         self._size = size
         # Every loop frame's crop at the generator's size, and its masked copy (done once).
@@ -201,20 +205,11 @@ class AvatarEngine:
         self._next_index = 0  # index of the next frame handed out
         self.times = StageTimes()
 
-    @overload
-    def _backend(self, network: MotionTransformer) -> MotionBackend: ...
-
-    @overload
-    def _backend(self, network: GeneratorEncoder) -> EncoderBackend: ...
-
-    @overload
-    def _backend(self, network: GeneratorSynthesis) -> SynthesisBackend: ...
-
     def _backend(
-        self, network: MotionTransformer | GeneratorEncoder | GeneratorSynthesis
-    ) -> MotionBackend | EncoderBackend | SynthesisBackend:
+        self, typed: type[B], network: MotionTransformer | GeneratorEncoder | GeneratorSynthesis
+    ) -> B:
         config = self.config
-        backend = create_backend(
+        backend = typed.create(
             config.backend,
             network,
             shapes=input_shapes(network, batch=config.batch),

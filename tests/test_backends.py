@@ -165,14 +165,14 @@ def test_backend_matches_eager_torch(kind: str, graph: str) -> None:
 
 def test_typed_run_of_each_graph() -> None:
     motion = _motion()
-    backend = create_backend("onnxrt", motion, shapes=input_shapes(motion), threads=1)
+    backend = MotionBackend.create("onnxrt", motion, shapes=input_shapes(motion), threads=1)
     mel, style = graph_spec(motion).example_inputs(input_shapes(motion))
     assert backend(mel, style).shape == (1, MOTION.num_coefficients)
     with pytest.raises(ValueError, match="mel"):
         backend.run(mel[:, 1:], style)
 
     generator = _generator()
-    eager = create_backend("eager", generator, shapes=input_shapes(generator))
+    eager = GeneratorBackend.create("eager", generator, shapes=input_shapes(generator))
     crop, mask = eager.run(*graph_spec(generator).example_inputs(input_shapes(generator)))
     assert crop.shape == (1, 3, 64, 64)
     assert mask.shape == (1, 1, 64, 64)
@@ -213,11 +213,11 @@ def test_onnx_cache_hits_on_the_second_creation(
 
 def test_onnx_cache_misses_when_weights_or_shapes_change() -> None:
     model = _motion()
-    base = create_backend("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
-    reshaped = create_backend("onnxrt", model, shapes=input_shapes(model, 2), threads=1)
+    base = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
+    reshaped = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 2), threads=1)
     with torch.no_grad():
         model.head.bias.add_(0.5)
-    retrained = create_backend("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
+    retrained = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
     assert (base.cache_hit, reshaped.cache_hit, retrained.cache_hit) == (False, False, False)
     assert len({base.artifact, reshaped.artifact, retrained.artifact}) == 3
 
@@ -338,7 +338,13 @@ def test_bad_requests_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="style"):
         create_backend("eager", model, shapes={"mel": shapes["mel"], "style": (1, 3)})
     with pytest.raises(TypeError, match="transformer"):
-        create_backend("eager", MotionModel(MOTION), shapes=shapes)  # type: ignore[call-overload]
+        create_backend("eager", MotionModel(MOTION), shapes=shapes)  # type: ignore[type-var]
+
+
+def test_a_typed_backend_runs_its_own_graph_only() -> None:
+    generator = _generator()
+    with pytest.raises(TypeError, match="motion graph"):
+        MotionBackend.create("eager", generator, shapes=input_shapes(generator))  # type: ignore[arg-type]
 
 
 @pytest.mark.gpu

@@ -1,10 +1,13 @@
 """Inference backends for the per-frame graphs (motion Transformer, generator or its encoder
 and synthesis parts).
 
-    from engine.backends import create_backend, input_shapes
+    from engine.backends import MotionBackend, input_shapes
 
-    motion = create_backend("auto", transformer, shapes=input_shapes(transformer, batch=1))
+    motion = MotionBackend.create("auto", transformer, shapes=input_shapes(transformer))
     coefficients = motion.run(mel, style)  # numpy float32 in and out
+
+``create_backend(name, model, ...)`` (``Backend.create``) builds the typed backend of any
+model's graph.
 
 The names a backend can be asked for are :data:`BACKEND_NAMES`: ``auto`` (the fastest that
 works here) and every runtime in :mod:`engine.backend_registry` (what each needs: devices,
@@ -14,13 +17,13 @@ precisions, the extra that installs it). Compiled artefacts are cached under
 
 from engine.backend_registry import BACKEND_NAMES, RUNTIMES, RuntimeEntry
 from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
-from engine.backends.auto import create_backend
 from engine.backends.backend import (
     Backend,
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
     SynthesisBackend,
+    create_backend,
 )
 from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
 from engine.backends.runtime import BackendError, Precision, Runtime, RuntimeOptions

@@ -1,4 +1,4 @@
-"""``create_backend``: one named backend, or ``auto``: the fastest that works here.
+"""``auto``: the fastest backend that works here.
 
 ``auto`` tries candidates in order (:func:`engine.backend_registry.auto_candidates` of the
 device's type, or the ``candidates`` given). Every candidate that builds is checked against
@@ -12,157 +12,44 @@ cache).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from torch import nn
 
-from engine.backend_registry import AUTO, BACKEND_NAMES, auto_candidates, runtime_entry
-from engine.backends.artifact_cache import ArtifactCache
-from engine.backends.backend import (
-    Backend,
-    EncoderBackend,
-    GeneratorBackend,
-    MotionBackend,
-    SynthesisBackend,
-)
-from engine.backends.graphs import GraphSpec, graph_spec
+from engine.backend_registry import auto_candidates, runtime_entry
+from engine.backends.graphs import GraphSpec
 from engine.backends.runtime import (
     BackendError,
     Runtime,
     RuntimeOptions,
     build_runtime,
-    check_precision,
     one_line,
 )
 from engine.backends.runtime_eager import EagerRuntime
 from engine.backends.timing import measure_ms
-from engine.backends.torch_module import resolve_device
-from engine.generator import AvatarGenerator
-from engine.generator_parts import GeneratorEncoder, GeneratorSynthesis
-from engine.motion import MotionTransformer
+
+if TYPE_CHECKING:  # backend.py imports this module
+    from engine.backends.backend import Backend
 
 log = logging.getLogger(__name__)
 
+B = TypeVar("B", bound="Backend[Any]")
 _FP32_TOLERANCE = 1e-3
 _REDUCED_TOLERANCE = 3e-2  # fp16, and TF32 convolutions on CUDA
 
 
-_BACKEND_OF: dict[str, type[Backend]] = {
-    "motion": MotionBackend,
-    "generator": GeneratorBackend,
-    "encoder": EncoderBackend,
-    "synthesis": SynthesisBackend,
-}
-
-
-def _wrap(name: str, runtime: Runtime, spec: GraphSpec) -> Backend:
-    return _BACKEND_OF[spec.kind](name, runtime, spec)
-
-
-@overload
-def create_backend(
-    kind: str,
-    model: MotionTransformer,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str = ...,
-    threads: int | None = ...,
-    precision: str = ...,
-    cache: ArtifactCache | None = ...,
-    candidates: Sequence[str] | None = ...,
-) -> MotionBackend: ...
-
-
-@overload
-def create_backend(
-    kind: str,
-    model: AvatarGenerator,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str = ...,
-    threads: int | None = ...,
-    precision: str = ...,
-    cache: ArtifactCache | None = ...,
-    candidates: Sequence[str] | None = ...,
-) -> GeneratorBackend: ...
-
-
-@overload
-def create_backend(
-    kind: str,
-    model: GeneratorEncoder,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str = ...,
-    threads: int | None = ...,
-    precision: str = ...,
-    cache: ArtifactCache | None = ...,
-    candidates: Sequence[str] | None = ...,
-) -> EncoderBackend: ...
-
-
-@overload
-def create_backend(
-    kind: str,
-    model: GeneratorSynthesis,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str = ...,
-    threads: int | None = ...,
-    precision: str = ...,
-    cache: ArtifactCache | None = ...,
-    candidates: Sequence[str] | None = ...,
-) -> SynthesisBackend: ...
-
-
-def create_backend(
-    kind: str,
-    model: MotionTransformer | AvatarGenerator | GeneratorEncoder | GeneratorSynthesis,
-    *,
-    shapes: Mapping[str, Sequence[int]],
-    device: str = "cpu",
-    threads: int | None = None,
-    precision: str = "fp32",
-    cache: ArtifactCache | None = None,
-    candidates: Sequence[str] | None = None,
-) -> MotionBackend | GeneratorBackend | EncoderBackend | SynthesisBackend:
-    """A backend of ``kind`` for ``model``'s per-frame graph, built for the planned
-    ``shapes`` (see :func:`engine.backends.graphs.input_shapes`).
-
-    ``device``: "cpu", "cuda" or "cuda:N". ``threads``: intra-op threads of onnxrt and
-    openvino (the torch backends use torch's process-wide setting). ``precision``: "fp32",
-    or "fp16" on CUDA (eager, compiled, tensorrt); inputs and outputs are float32 either
-    way. ``cache``: where compiled artefacts go (default ``presenter_home() / "cache"``).
-    ``candidates``: the kinds ``auto`` tries, in order. The caller's model is not changed.
-    Raises BackendError (one line) when the backend cannot be built here.
-    """
-    entry = runtime_entry(kind)
-    if entry is None and kind != AUTO:
-        raise BackendError(f"unknown backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
-    checked = check_precision(precision)
-    spec = graph_spec(model)
-    planned, _ = spec.check_shapes(shapes)
-    options = RuntimeOptions(
-        shapes=planned,
-        device=resolve_device(device),
-        threads=threads,
-        precision=checked,
-        cache=cache if cache is not None else ArtifactCache(),
-    )
-    if entry is not None:
-        backend = _wrap(entry.name, build_runtime(entry, model, options), spec)
-    else:
-        backend = _auto(model, spec, options, candidates)
-    assert isinstance(backend, MotionBackend | GeneratorBackend | EncoderBackend | SynthesisBackend)
-    return backend
-
-
-def _auto(
-    model: nn.Module, spec: GraphSpec, options: RuntimeOptions, candidates: Sequence[str] | None
-) -> Backend:
+def fastest_backend(
+    model: nn.Module,
+    spec: GraphSpec,
+    options: RuntimeOptions,
+    candidates: Sequence[str] | None,
+    typed: Callable[[str, Runtime, GraphSpec], B],
+) -> B:
+    """The fastest of ``candidates`` (None: auto's own for the device) that agrees with
+    eager, as ``typed(name, runtime, spec)``; a BackendError when none does."""
     device = options.device
     if candidates is None:
         candidates = auto_candidates(device.type)
@@ -178,23 +65,23 @@ def _auto(
     exact = options.precision == "fp32" and device.type == "cpu"
     tolerance = _FP32_TOLERANCE if exact else _REDUCED_TOLERANCE
 
-    measured: list[Backend] = []
+    measured: list[B] = []
     for index, entry in enumerate(entries):
-        kind = entry.name
+        name = entry.name
         following = "no candidates left"
         if index + 1 < len(candidates):
             following = f"trying {candidates[index + 1]}"
-        backend: Backend | None = None
+        backend: B | None = None
         try:
-            backend = _wrap(kind, build_runtime(entry, model, options), spec)
+            backend = typed(name, build_runtime(entry, model, options), spec)
             _check_agreement(backend.run_arrays(inputs), reference, tolerance)
             backend.measured_ms = measure_ms(backend, inputs)
         except Exception as exc:  # any failure of one candidate is a fallback, not an error
             if backend is not None:
                 backend.close()
-            log.info("%s unavailable: %s; %s", kind, one_line(exc), following)
+            log.info("%s unavailable: %s; %s", name, one_line(exc), following)
             continue
-        log.debug("%s runs the %s graph in %.3f ms", kind, spec.kind, backend.measured_ms)
+        log.debug("%s runs the %s graph in %.3f ms", name, spec.kind, backend.measured_ms)
         measured.append(backend)
     if not measured:
         raise BackendError(
