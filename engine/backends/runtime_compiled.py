@@ -10,37 +10,28 @@ processes start faster).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from engine.backends.graphs import graph_spec
-from engine.backends.runtime import BackendError, Runtime, RuntimeOptions, one_line
-from engine.backends.torch_module import (
-    inference_copy,
-    to_arrays,
-    to_tensors,
-    torch_dtype,
-)
+from engine.backends.runtime import BackendError, RuntimeOptions, one_line
+from engine.backends.torch_module import TorchModuleRuntime, inference_copy
 
 
-class CompiledRuntime(Runtime):
+class CompiledRuntime(TorchModuleRuntime):
     """``torch.compile`` of an eval-mode copy of the model, compiled at the planned shapes."""
 
     def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
         super().__init__(model, options)
-        self._device = options.device
-        self._dtype = torch_dtype(options.precision, self._device)
         self._cuda = self._device.type == "cuda"
         module = inference_copy(model, self._device, self._dtype)
-        self._compiled: Callable[..., Any] | None
         if self._cuda:
-            self._compiled = torch.compile(module, mode="reduce-overhead")
+            self._module = torch.compile(module, mode="reduce-overhead")
         else:
-            self._compiled = torch.compile(module)
+            self._module = torch.compile(module)
         spec = graph_spec(model)
         example = spec.example_inputs(options.shapes)
         try:
@@ -49,16 +40,8 @@ class CompiledRuntime(Runtime):
             raise BackendError(f"torch.compile failed on {self.device}: {one_line(exc)}") from exc
 
     def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        if self._compiled is None:
-            raise RuntimeError("the compiled backend was closed")
-        tensors = to_tensors(inputs, self._device, self._dtype)
-        with torch.inference_mode():
-            if self._cuda:
-                # A new CUDA-graph step: outputs of the previous replay may be overwritten,
-                # which is fine since they were copied to the host already.
-                torch.compiler.cudagraph_mark_step_begin()
-            outputs = self._compiled(*tensors)
-            return to_arrays(outputs)
-
-    def close(self) -> None:
-        self._compiled = None
+        if self._cuda:
+            # A new CUDA-graph step: outputs of the previous replay may be overwritten,
+            # which is fine since they were copied to the host already.
+            torch.compiler.cudagraph_mark_step_begin()
+        return super().run(inputs)
