@@ -75,6 +75,7 @@ from benchmarks.engine import FRAME_MS, RATE, measure, speech
 from engine.avatar import DEFAULT_AVATAR, DEFAULT_SUBJECT, Avatar
 from engine.avatar import default_avatar as shipped_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
+from engine.backend_registry import RUNTIME_NAMES
 from engine.backends import (
     Backend,
     EncoderBackend,
@@ -967,7 +968,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-budget", type=float, help="stop compiling after S s")
     parser.add_argument("--runs", type=int, help="timed calls per graph")
     parser.add_argument("--batches", help="comma-separated, e.g. 1,4")
-    parser.add_argument("--backends", help="comma-separated: eager,compiled")
+    parser.add_argument(
+        "--backends",
+        help=f"comma-separated, of {','.join(RUNTIME_NAMES)} (default {','.join(Settings.kinds)})",
+    )
     parser.add_argument(
         "--table", action="store_true", help="print the table of --out's report, then exit"
     )

@@ -114,7 +114,7 @@ class StageTimes:
 
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
-    backend: str = "auto"  # eager | onnxrt | openvino | compiled | tensorrt | auto
+    backend: str = "auto"  # one of engine.backends' names (BACKEND_NAMES)
     device: str = "cpu"
     threads: int | None = None  # intra-op threads of the graph runtimes (None: theirs)
     precision: str = "fp32"
