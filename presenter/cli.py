@@ -268,12 +268,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_engine_options(
     parser: argparse.ArgumentParser, threads_help: str = "threads (default: cores)"
 ) -> None:
+    from engine.backend_registry import BACKEND_NAMES
+
     parser.add_argument("--avatar", default="default", help="avatar name (default: default)")
     parser.add_argument("--model", default="default", help="model name or folder")
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt"),
+        choices=BACKEND_NAMES,
         help="inference runtime (default: the fastest that works here)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
