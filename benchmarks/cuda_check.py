@@ -83,6 +83,7 @@ from benchmarks.cuda_report import JSON_NAME, TABLE_NAME, Report, machine_info, 
 from benchmarks.engine import RATE, measure
 from engine.avatar import Avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
+from engine.backend_registry import RUNTIME_NAMES
 from engine.backends import (
     Backend,
     EncoderBackend,
@@ -92,7 +93,7 @@ from engine.backends import (
     graph_spec,
     input_shapes,
 )
-from engine.backends.base import one_line
+from engine.backends.runtime import one_line
 from engine.data.synth.default_avatar import make_default_avatar
 from engine.facade import AvatarEngine, EngineConfig
 from engine.frames import RenderedFrame
@@ -513,7 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-budget", type=float, help="stop compiling after S s")
     parser.add_argument("--runs", type=int, help="timed calls per graph")
     parser.add_argument("--batches", help="comma-separated, e.g. 1,4")
-    parser.add_argument("--backends", help="comma-separated: eager,compiled")
+    parser.add_argument(
+        "--backends",
+        help=f"comma-separated, of {','.join(RUNTIME_NAMES)} (default {','.join(Settings.kinds)})",
+    )
     parser.add_argument(
         "--table", action="store_true", help="print the table of --out's report, then exit"
     )

@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.engine import FRAME_MS, RATE, speech
 from engine.backends import Backend
-from engine.backends.base import one_line
+from engine.backends.runtime import one_line
 from engine.facade import AvatarEngine
 from engine.frames import RenderedFrame
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from engine.backends.base import one_line
+from engine.backends.runtime import one_line
 from engine.frames import STAGES
 
 JSON_NAME = "cuda_check.json"

@@ -1,7 +1,7 @@
 """Engine throughput: ms per frame for each pipeline stage, per backend and thread count.
 
-``python -m benchmarks.engine [--seconds 20] [--backends eager,onnxrt,openvino]
-[--threads 1,2] [--out DIR]``
+``python -m benchmarks.engine [--seconds 20] [--backends NAME,...] [--threads 1,2]
+[--out DIR]`` (default backends: the CPU runtimes ``auto`` chooses among, eager first)
 
 Speech from espeak-ng (a fixed text, 48 kHz as a live source would send it) is pushed into
 :class:`engine.facade.AvatarEngine` in 20 ms chunks, frames pulled as they become ready, with
@@ -31,6 +31,7 @@ import torch
 
 from engine.audio import resample
 from engine.avatar_model import load_avatar_model
+from engine.backend_registry import RUNTIMES
 from engine.data.synth.default_avatar import stored_default_avatar
 from engine.facade import AvatarEngine, EngineConfig
 from engine.frames import STAGES
@@ -46,6 +47,10 @@ RATE = 48000
 CHUNK = RATE // 50
 FRAME_MS = 40.0
 GOAL_RATIO = 0.8
+# the CPU runtimes auto chooses among, eager (the reference) first
+CPU_RUNTIMES = tuple(
+    entry.name for entry in reversed(RUNTIMES) if "cpu" in entry.devices and "cpu" in entry.auto_on
+)
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -109,7 +114,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--backends", default="eager,onnxrt,openvino")
+    parser.add_argument("--backends", default=",".join(CPU_RUNTIMES))
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import overload
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -47,10 +47,10 @@ from engine.audio import pcm_to_float
 from engine.avatar import DEFAULT_AVATAR, Avatar, load_avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backends import (
+    Backend,
     EncoderBackend,
     MotionBackend,
     SynthesisBackend,
-    create_backend,
     input_shapes,
 )
 from engine.compositor import CompositorConfig, FrameDetail, paste
@@ -70,6 +70,7 @@ from engine.silence_gate import SilenceGate, rest_coefficients
 from engine.streaming_resample import StreamingResampler
 
 log = logging.getLogger(__name__)
+B = TypeVar("B", bound=Backend[Any])
 
 Driver = Callable[[int], "np.ndarray | None"]
 """A video driver: given a frame index, the (K,) dynamics to render instead of the audio's
@@ -110,7 +111,7 @@ class StageTimes:
 
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
-    backend: str = "auto"  # eager | onnxrt | openvino | compiled | tensorrt | auto
+    backend: str = "auto"  # one of engine.backends' names (BACKEND_NAMES)
     device: str = "cpu"
     threads: int | None = None  # intra-op threads of the graph runtimes (None: theirs)
     precision: str = "fp32"
@@ -170,10 +171,13 @@ class AvatarEngine:
         self._motion_config = self.model.motion.config
         self._mel = self.model.motion.mel
         self._silence = float(np.float32(np.log(self._mel.log_floor)))
-        self._motion = motion_runner or self._backend(self.model.motion.model.transformer)
+        transformer = self.model.motion.model.transformer
+        self._motion = motion_runner or self._backend(MotionBackend, transformer)
         network = self.model.generator.generator
-        self._encoder = encoder_runner or self._backend(GeneratorEncoder(network))
-        self._synthesis = synthesis_runner or self._backend(GeneratorSynthesis(network))
+        self._encoder = encoder_runner or self._backend(EncoderBackend, GeneratorEncoder(network))
+        self._synthesis = synthesis_runner or self._backend(
+            SynthesisBackend, GeneratorSynthesis(network)
+        )
         size = self.model.generator.config.image_size
         self._size = size
         # Every loop frame's crop at the generator's size, and its masked copy (done once).
@@ -202,20 +206,11 @@ class AvatarEngine:
         self._next_index = 0  # index of the next frame handed out
         self.times = StageTimes()
 
-    @overload
-    def _backend(self, network: MotionTransformer) -> MotionBackend: ...
-
-    @overload
-    def _backend(self, network: GeneratorEncoder) -> EncoderBackend: ...
-
-    @overload
-    def _backend(self, network: GeneratorSynthesis) -> SynthesisBackend: ...
-
     def _backend(
-        self, network: MotionTransformer | GeneratorEncoder | GeneratorSynthesis
-    ) -> MotionBackend | EncoderBackend | SynthesisBackend:
+        self, typed: type[B], network: MotionTransformer | GeneratorEncoder | GeneratorSynthesis
+    ) -> B:
         config = self.config
-        backend = create_backend(
+        backend = typed.create(
             config.backend,
             network,
             shapes=input_shapes(network, batch=config.batch),

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from presenter.cli_model_commands import add_model_commands, run_data, run_train
 from presenter.errors import USER_ERRORS, PresenterError
 
 if TYPE_CHECKING:
@@ -34,81 +35,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = commands.add_parser("data", help="training data: synthetic corpus, video preparation")
-    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    add_model_commands(commands)
 
-    synth = data_commands.add_parser(
-        "synth", help="generate a talking-head corpus of the default avatar"
-    )
-    synth.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
-    synth.add_argument("--minutes", type=float, required=True, help="total speech minutes")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument(
-        "--voices",
-        nargs="+",
-        default=None,
-        metavar="VOICE",
-        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: a built-in mix",
-    )
-    synth.add_argument(
-        "--heldout-voice",
-        default="en-us+f3",
-        help="espeak-ng voice kept for evaluation only (default en-us+f3)",
-    )
-    synth.add_argument(
-        "--sources",
-        default="espeak,piper,human",
-        help="comma-separated speech sources: espeak, piper, human (default: all three)",
-    )
-    synth.add_argument(
-        "--human-share",
-        type=float,
-        default=0.25,
-        help="fraction of the minutes taken from real human speech (default 0.25)",
-    )
-    synth.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
-
-    prep = data_commands.add_parser(
-        "prep", help="prepare talking-head videos (or a synth corpus) as a training dataset"
-    )
-    prep.add_argument("videos", nargs="+", type=Path, help="video files or folders of them")
-    prep.add_argument("--out", type=Path, required=True, help="dataset folder")
-    prep.add_argument("--crop-size", type=int, default=256, help="face crop size in px")
-    prep.add_argument("--subject", default=None, help="subject name for all videos given")
-    prep.add_argument(
-        "--max-skipped",
-        type=float,
-        default=0.1,
-        help="reject a clip when more than this fraction of frames has no single face",
-    )
-    prep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
-
-    stats = data_commands.add_parser("stats", help="phoneme coverage and minutes of a corpus")
-    stats.add_argument("corpus", type=Path, help="a folder written by `data synth`")
-
-    train = commands.add_parser(
-        "train",
-        help="train the motion model, the generator, or the joint stage",
-        description="Stages: motion (audio -> dynamics), generator (dynamics -> face, on "
-        "tracked dynamics), joint (the generator fine-tuned on the motion model's "
-        "predictions; needs --motion and --generator).",
-    )
-    train.add_argument("stage", choices=("motion", "generator", "joint"), help="what to train")
-    train.add_argument("--data", type=Path, required=True, help="a dataset from `data prep`")
-    train.add_argument(
-        "--out",
-        required=True,
-        help="run folder (a bare name goes under $PRESENTER_HOME/runs); rerun to resume",
-    )
-    train.add_argument("--steps", type=int, default=None, help="training steps")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
-    train.add_argument(
-        "--motion", default=None, help="joint: a motion run folder or motion.safetensors"
-    )
-    train.add_argument(
-        "--generator", default=None, help="joint: a generator run folder or generator.safetensors"
-    )
     render = commands.add_parser(
         "render",
         help="lip-sync an audio file into an mp4",
@@ -268,12 +196,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def _add_engine_options(
     parser: argparse.ArgumentParser, threads_help: str = "threads (default: cores)"
 ) -> None:
+    from engine.backend_registry import BACKEND_NAMES
+
     parser.add_argument("--avatar", default="default", help="avatar name (default: default)")
     parser.add_argument("--model", default="default", help="model name or folder")
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "eager", "onnxrt", "openvino", "compiled", "tensorrt"),
+        choices=BACKEND_NAMES,
         help="inference runtime (default: the fastest that works here)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -501,104 +431,6 @@ async def _serve(
             await server.close()
 
 
-def _checkpoint(value: str | None, file_name: str, option: str) -> Path:
-    if value is None:
-        raise PresenterError(f"train joint needs {option} (a run folder or a {file_name})")
-    path = _run_folder(value)
-    return path / file_name if path.is_dir() else path
-
-
-def _run_folder(out: str) -> Path:
-    from engine.weights import presenter_home
-
-    path = Path(out)
-    return path if len(path.parts) > 1 or path.is_absolute() else presenter_home() / "runs" / out
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    if not (args.data / "dataset.json").is_file():
-        raise PresenterError(
-            f"{args.data} is not a dataset made by `data prep` (no dataset.json in it)"
-        )
-    out = _run_folder(args.out)
-    steps = {"steps": args.steps} if args.steps else {}
-    if args.stage == "motion":
-        from engine.train.motion import MotionTrainConfig, train_motion
-
-        checkpoint = train_motion(
-            MotionTrainConfig(data_dir=args.data, out_dir=out, seed=args.seed, **steps)
-        )
-    elif args.stage == "generator":
-        from engine.train.generator import GeneratorTrainConfig, train_generator
-
-        checkpoint = train_generator(
-            GeneratorTrainConfig(dataset=args.data, output=out, seed=args.seed, **steps)
-        )
-    else:
-        from engine.train.joint import JointTrainConfig, train_joint
-
-        checkpoint = train_joint(
-            JointTrainConfig(
-                dataset=args.data,
-                output=out,
-                motion=_checkpoint(args.motion, "motion.safetensors", "--motion"),
-                generator=_checkpoint(args.generator, "generator.safetensors", "--generator"),
-                seed=args.seed,
-                **steps,
-            )
-        )
-    log.info("trained %s: %s", args.stage, checkpoint)
-    return 0
-
-
-def _run_data(args: argparse.Namespace) -> int:
-    if args.data_command == "synth":
-        from engine.data.synth.corpus import CorpusPlan, generate_corpus
-
-        plan = CorpusPlan(
-            minutes=args.minutes,
-            seed=args.seed,
-            sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
-            espeak_voices=tuple(args.voices) if args.voices else None,
-            espeak_heldout_voice=args.heldout_voice,
-            human_share=args.human_share,
-        )
-        summary = generate_corpus(args.out, plan=plan, workers=args.workers)
-        log.info("%s", summary.describe())
-        from engine.data.synth.preview import write_key_shapes, write_preview
-
-        seconds = write_preview(args.out, args.out / "preview.mp4")
-        shapes = write_key_shapes(args.out, args.out)
-        log.info(
-            "to watch: %s (%.0f s with sound); mouth shapes: %s",
-            args.out / "preview.mp4",
-            seconds,
-            ", ".join(str(p) for p in shapes),
-        )
-        return 0
-    if args.data_command == "prep":
-        from engine.data.prep.pipeline import prepare
-
-        prepare(
-            args.videos,
-            args.out,
-            crop_size=args.crop_size,
-            max_skipped_fraction=args.max_skipped,
-            subject=args.subject,
-            workers=args.workers,
-        )
-        return 0
-    if args.data_command == "stats":
-        from engine.data.synth.coverage import corpus_coverage
-
-        print(corpus_coverage(args.corpus).table())  # noqa: T201 - the command output
-        return 0
-    raise AssertionError(args.data_command)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     # MediaPipe's native logging: warnings and errors only.
@@ -610,9 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "data":
-            return _run_data(args)
+            return run_data(args)
         if args.command == "train":
-            return _run_train(args)
+            return run_train(args)
         if args.command == "render":
             return _run_render(args)
         if args.command == "serve":

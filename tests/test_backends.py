@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.backend_registry import AUTO, BACKEND_NAMES, RUNTIME_NAMES, RUNTIMES, auto_candidates
 from engine.backends import (
     ArtifactCache,
     Backend,
@@ -23,6 +25,7 @@ from engine.backends import (
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
+    Runtime,
     SynthesisBackend,
     create_backend,
     graph_spec,
@@ -40,7 +43,7 @@ MOTION = MotionConfig(
     num_coefficients=6, width=32, layers=2, heads=2, style_dim=16, style_hidden=24, dropout=0.0
 )
 GENERATOR = replace(TINY, image_size=64)
-KINDS = ("eager", "onnxrt", "openvino", "compiled", "tensorrt")
+KINDS = RUNTIME_NAMES
 GRAPHS = ("motion", "generator", "encoder", "synthesis")
 BACKEND_OF: dict[str, type[Backend]] = {
     "motion": MotionBackend,
@@ -113,6 +116,28 @@ def _unavailable(kind: str) -> str | None:
     return None
 
 
+def test_the_registry_names_every_runtime_once_and_loads_each() -> None:
+    assert (AUTO, *RUNTIME_NAMES) == BACKEND_NAMES
+    assert sorted(RUNTIME_NAMES) == sorted(set(RUNTIME_NAMES))
+    for entry in RUNTIMES:
+        runtime = entry.load()
+        assert issubclass(runtime, Runtime)
+        assert runtime.__module__ == f"engine.backends.runtime_{entry.name}"
+        assert set(entry.auto_on) <= {"cpu", "cuda"}
+    # auto's order: on CUDA the compiled torch runtimes; on the CPU the two graph runtimes
+    assert auto_candidates("cuda") == ("tensorrt", "compiled", "eager")
+    assert auto_candidates("cpu") == ("tensorrt", "openvino", "onnxrt", "eager")
+
+
+def test_the_registry_is_light_to_import() -> None:
+    """The command line builds its --backend choices from it without loading torch."""
+    code = "import sys, engine.backend_registry; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_backend_matches_eager_torch(kind: str, graph: str) -> None:
@@ -140,14 +165,14 @@ def test_backend_matches_eager_torch(kind: str, graph: str) -> None:
 
 def test_typed_run_of_each_graph() -> None:
     motion = _motion()
-    backend = create_backend("onnxrt", motion, shapes=input_shapes(motion), threads=1)
+    backend = MotionBackend.create("onnxrt", motion, shapes=input_shapes(motion), threads=1)
     mel, style = graph_spec(motion).example_inputs(input_shapes(motion))
     assert backend(mel, style).shape == (1, MOTION.num_coefficients)
     with pytest.raises(ValueError, match="mel"):
         backend.run(mel[:, 1:], style)
 
     generator = _generator()
-    eager = create_backend("eager", generator, shapes=input_shapes(generator))
+    eager = GeneratorBackend.create("eager", generator, shapes=input_shapes(generator))
     crop, mask = eager.run(*graph_spec(generator).example_inputs(input_shapes(generator)))
     assert crop.shape == (1, 3, 64, 64)
     assert mask.shape == (1, 1, 64, 64)
@@ -188,11 +213,11 @@ def test_onnx_cache_hits_on_the_second_creation(
 
 def test_onnx_cache_misses_when_weights_or_shapes_change() -> None:
     model = _motion()
-    base = create_backend("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
-    reshaped = create_backend("onnxrt", model, shapes=input_shapes(model, 2), threads=1)
+    base = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
+    reshaped = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 2), threads=1)
     with torch.no_grad():
         model.head.bias.add_(0.5)
-    retrained = create_backend("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
+    retrained = MotionBackend.create("onnxrt", model, shapes=input_shapes(model, 1), threads=1)
     assert (base.cache_hit, reshaped.cache_hit, retrained.cache_hit) == (False, False, False)
     assert len({base.artifact, reshaped.artifact, retrained.artifact}) == 3
 
@@ -313,7 +338,13 @@ def test_bad_requests_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="style"):
         create_backend("eager", model, shapes={"mel": shapes["mel"], "style": (1, 3)})
     with pytest.raises(TypeError, match="transformer"):
-        create_backend("eager", MotionModel(MOTION), shapes=shapes)  # type: ignore[call-overload]
+        create_backend("eager", MotionModel(MOTION), shapes=shapes)  # type: ignore[type-var]
+
+
+def test_a_typed_backend_runs_its_own_graph_only() -> None:
+    generator = _generator()
+    with pytest.raises(TypeError, match="motion graph"):
+        MotionBackend.create("eager", generator, shapes=input_shapes(generator))  # type: ignore[arg-type]
 
 
 @pytest.mark.gpu

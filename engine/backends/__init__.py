@@ -1,38 +1,40 @@
 """Inference backends for the per-frame graphs (motion Transformer, generator or its encoder
 and synthesis parts).
 
-    from engine.backends import create_backend, input_shapes
+    from engine.backends import MotionBackend, input_shapes
 
-    motion = create_backend("auto", transformer, shapes=input_shapes(transformer, batch=1))
+    motion = MotionBackend.create("auto", transformer, shapes=input_shapes(transformer))
     coefficients = motion.run(mel, style)  # numpy float32 in and out
 
-Kinds: eager (torch), onnxrt (ONNX Runtime CPU), openvino (the ``openvino`` extra),
-compiled (``torch.compile``), tensorrt (Torch-TensorRT, the ``gpu`` extra, CUDA only) and
-auto (the fastest of those that work here). Compiled artefacts are cached under
-``presenter_home() / "cache"`` (:mod:`engine.backends.cache`).
+``create_backend(name, model, ...)`` (``Backend.create``) builds the typed backend of any
+model's graph.
+
+The names a backend can be asked for are :data:`BACKEND_NAMES`: ``auto`` (the fastest that
+works here) and every runtime in :mod:`engine.backend_registry` (what each needs: devices,
+precisions, the extra that installs it). Compiled artefacts are cached under
+``presenter_home() / "cache"`` (:mod:`engine.backends.artifact_cache`).
 """
 
-from engine.backends.base import (
+from engine.backend_registry import BACKEND_NAMES, RUNTIMES, RuntimeEntry
+from engine.backends.artifact_cache import ArtifactCache, CacheKey, weights_digest
+from engine.backends.backend import (
     Backend,
-    BackendError,
     EncoderBackend,
     GeneratorBackend,
     MotionBackend,
-    Precision,
-    Runtime,
     SynthesisBackend,
+    create_backend,
 )
-from engine.backends.cache import ArtifactCache, CacheKey, weights_digest
 from engine.backends.graphs import GraphSpec, graph_spec, input_shapes
-from engine.backends.select import BACKEND_KINDS, BackendKind, create_backend
+from engine.backends.runtime import BackendError, Precision, Runtime, RuntimeOptions
 from engine.backends.timing import measure_ms
 
 __all__ = [
-    "BACKEND_KINDS",
+    "BACKEND_NAMES",
+    "RUNTIMES",
     "ArtifactCache",
     "Backend",
     "BackendError",
-    "BackendKind",
     "CacheKey",
     "EncoderBackend",
     "GeneratorBackend",
@@ -40,6 +42,8 @@ __all__ = [
     "MotionBackend",
     "Precision",
     "Runtime",
+    "RuntimeEntry",
+    "RuntimeOptions",
     "SynthesisBackend",
     "create_backend",
     "graph_spec",

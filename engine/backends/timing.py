@@ -5,14 +5,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.backends.base import Backend
+if TYPE_CHECKING:  # backend.py imports this module (through auto.py)
+    from engine.backends.backend import Backend
 
 
 def measure_ms(
-    backend: Backend, inputs: Sequence[np.ndarray], *, warmup: int = 2, runs: int = 5
+    backend: Backend[Any], inputs: Sequence[np.ndarray], *, warmup: int = 2, runs: int = 5
 ) -> float:
     """Median wall time in ms of ``runs`` calls after ``warmup`` untimed ones (outputs are
     host arrays, so device work is included)."""

@@ -1,16 +1,18 @@
-"""Placing a torch model for inference: device checks, an eval-mode copy, array transfer."""
+"""Placing a torch model for inference: device checks, an eval-mode copy, array transfer;
+and the base of the runtimes that call a torch module (eager, compiled, tensorrt)."""
 
 from __future__ import annotations
 
 import copy
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, Precision
+from engine.backends.runtime import BackendError, Precision, Runtime, RuntimeOptions
 
 
 def resolve_device(device: str) -> torch.device:
@@ -68,3 +70,26 @@ def to_arrays(outputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[np.ndarra
     """Model outputs (one tensor or a tuple) as float32 numpy arrays on the host (copies)."""
     tensors = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
     return tuple(t.detach().to(device="cpu", dtype=torch.float32).numpy().copy() for t in tensors)
+
+
+class TorchModuleRuntime(Runtime):
+    """A torch module on the options' device in the precision's dtype, called under
+    ``torch.inference_mode``; the subclass sets ``_module`` (an eval-mode copy, its
+    ``torch.compile``, a loaded Torch-TensorRT program)."""
+
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        self._device = options.device
+        self._dtype = torch_dtype(options.precision, self._device)
+        self._module: Callable[..., Any] | None = None
+
+    def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        if self._module is None:
+            raise RuntimeError(f"this {type(self).__name__} was closed")
+        tensors = to_tensors(inputs, self._device, self._dtype)
+        with torch.inference_mode():
+            outputs = self._module(*tensors)
+            return to_arrays(outputs)
+
+    def close(self) -> None:
+        self._module = None

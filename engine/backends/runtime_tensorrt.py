@@ -18,37 +18,17 @@ Importing this module never imports torch_tensorrt: building a runtime does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from engine.backends.base import BackendError, Precision, Runtime, one_line
-from engine.backends.cache import ArtifactCache, CacheKey
+from engine.backends.artifact_cache import CacheKey
 from engine.backends.graphs import graph_spec
-from engine.backends.torch_module import (
-    device_name,
-    inference_copy,
-    resolve_device,
-    to_arrays,
-    to_tensors,
-)
-
-
-def import_torch_tensorrt() -> ModuleType:
-    """The ``torch_tensorrt`` package, or a BackendError saying how to install it."""
-    try:
-        import torch_tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the package is there, its libraries not
-        raise BackendError(
-            "torch-tensorrt is not usable "
-            f"({one_line(exc)}): install the extra with pip install 'presenter[gpu]'"
-        ) from exc
-    return torch_tensorrt
+from engine.backends.runtime import BackendError, RuntimeOptions, import_package, one_line
+from engine.backends.torch_module import TorchModuleRuntime, device_name, inference_copy
 
 
 def tensorrt_version(torch_tensorrt: ModuleType) -> str:
@@ -62,44 +42,30 @@ def tensorrt_version(torch_tensorrt: ModuleType) -> str:
     return f"{version} torch {torch.__version__}"
 
 
-class TensorRTRuntime(Runtime):
+class TensorRtRuntime(TorchModuleRuntime):
     """A Torch-TensorRT program for batches 1 .. the planned batch."""
 
-    name = "tensorrt"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        shapes: Mapping[str, Sequence[int]],
-        cache: ArtifactCache,
-        device: str = "cuda",
-        precision: Precision = "fp16",
-    ) -> None:
-        self._device = resolve_device(device)
-        if self._device.type != "cuda":
-            raise BackendError(f"tensorrt needs a CUDA device, not {device!r}")
-        trt = import_torch_tensorrt()
-        self.device = str(self._device)
-        self.precision = precision
+    def __init__(self, model: nn.Module, options: RuntimeOptions) -> None:
+        super().__init__(model, options)
+        # OSError: the package is there, its libraries not
+        trt = import_package("torch_tensorrt", errors=(ImportError, OSError))
         spec = graph_spec(model)
-        planned, batch = spec.check_shapes(shapes)
+        planned, batch = spec.check_shapes(options.shapes)
         self.max_batch = batch
         key = CacheKey.for_model(
             model,
             shapes=planned,
-            precision=precision,
+            precision=options.precision,
             runtime="torch_tensorrt",
             runtime_version=tensorrt_version(trt),
             device=device_name(self._device),
         )
 
-        # fp16: a half-precision module with half inputs, so that the program is fp16
-        # whether this Torch-TensorRT types the graph explicitly (newer releases: dtypes
-        # of the module and inputs rule) or lets TensorRT choose (enabled_precisions).
-        self._dtype = torch.float16 if precision == "fp16" else torch.float32
-
         def build(path: Path) -> None:
+            # fp16: a half-precision module with half inputs (self._dtype), so that the
+            # program is fp16 whether this Torch-TensorRT types the graph explicitly (newer
+            # releases: dtypes of the module and inputs rule) or lets TensorRT choose
+            # (enabled_precisions).
             module = inference_copy(model, self._device, self._dtype)
             inputs = [
                 _input_spec(trt, name, item, batch, self._dtype)
@@ -122,22 +88,12 @@ class TensorRTRuntime(Runtime):
             )
 
         try:
-            self.artifact, self.cache_hit = cache.fetch(key, ".ep", build)
-            self._module: Any = trt.load(str(self.artifact)).module()
+            self.artifact, self.cache_hit = options.cache.fetch(key, ".ep", build)
+            self._module = trt.load(str(self.artifact)).module()
         except BackendError:
             raise
         except Exception as exc:  # Torch-TensorRT and TensorRT raise many types
             raise BackendError(f"tensorrt build failed: {one_line(exc)}") from exc
-
-    def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        if self._module is None:
-            raise RuntimeError("the tensorrt backend was closed")
-        with torch.inference_mode():
-            outputs = self._module(*to_tensors(inputs, self._device, self._dtype))
-        return to_arrays(outputs)
-
-    def close(self) -> None:
-        self._module = None
 
 
 def _input_spec(

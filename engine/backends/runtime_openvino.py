@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from engine.backends.base import BackendError, one_line
-from engine.backends.cpu_onnx import CpuOnnxRuntime
+from engine.backends.onnx_file import OnnxFileRuntime
+from engine.backends.runtime import BackendError, import_package, one_line
 
 
-def import_openvino() -> ModuleType:
-    """The ``openvino`` package, or a BackendError saying how to install it."""
-    try:
-        import openvino
-    except ImportError as exc:
-        raise BackendError(
-            "openvino is not installed: install the extra with pip install 'presenter[openvino]'"
-        ) from exc
-    return openvino
-
-
-class OpenVinoRuntime(CpuOnnxRuntime):
+class OpenVinoRuntime(OnnxFileRuntime):
     """``openvino.Core().compile_model`` of the ONNX file on the CPU: latency hint, fp32
     inference precision (never the bf16 some CPUs default to), one infer request.
 
     ``threads``: OpenVINO's ``INFERENCE_NUM_THREADS`` (None: its default).
     """
 
-    name = "openvino"
-
     def _check_available(self) -> None:
-        self._openvino = import_openvino()
+        self._openvino = import_package("openvino")
 
     def _open(self, threads: int | None) -> None:
         openvino = self._openvino

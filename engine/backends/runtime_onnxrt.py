@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from engine.backends.base import BackendError, one_line
-from engine.backends.cpu_onnx import CpuOnnxRuntime
+from engine.backends.onnx_file import OnnxFileRuntime
+from engine.backends.runtime import BackendError, one_line
 
 
-class OnnxRuntimeRuntime(CpuOnnxRuntime):
+class OnnxRtRuntime(OnnxFileRuntime):
     """ONNX Runtime, CPU execution provider, all graph optimisations, sequential execution.
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -19,8 +19,6 @@ class OnnxRuntimeRuntime(CpuOnnxRuntime):
     and the viewers' browsers need the cores between model calls (what spinning cost:
     benchmarks/README.md, "Figures behind design choices").
     """
-
-    name = "onnxrt"
 
     def _open(self, threads: int | None) -> None:
         options = ort.SessionOptions()
