@@ -10,15 +10,14 @@ clock and derives from the same count: frame ``index`` starts at output sample
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
+
+from engine.frames import VIDEO_CLOCK, OutputFormat
 
 OUTPUT_RATE = 48000  # Hz: the stream's audio (WebRTC's Opus rate)
 CHUNK_MS = 20
 CHUNK_SAMPLES = OUTPUT_RATE * CHUNK_MS // 1000  # 960
-VIDEO_CLOCK = 90000  # Hz: RTP clock of video
-VideoFormat = Literal["rgb24", "yuv420p"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +59,7 @@ class VideoOut:
     pts_90k: int
     index: int  # frame number on the stream's clock (gaps where frames were dropped)
     speaking: float  # 0 at rest, 1 speaking (the engine's silence gate)
-    format: VideoFormat = "rgb24"
+    format: OutputFormat = "rgb24"
 
     @property
     def seconds(self) -> float:

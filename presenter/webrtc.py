@@ -52,7 +52,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTran
 from aiortc.mediastreams import MediaStreamError
 
 from engine.audio import float_to_pcm16
-from presenter.media import OUTPUT_RATE, VIDEO_CLOCK, AudioChunk, VideoOut
+from engine.frames import VIDEO_CLOCK
+from presenter.media import OUTPUT_RATE, AudioChunk, VideoOut
 from presenter.subscription import StreamClosed, Subscription
 from presenter.trace import FrameTrace
 
