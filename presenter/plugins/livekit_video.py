@@ -318,7 +318,7 @@ class PresenterVideoGenerator(VideoGenerator):
             async with contextlib.aclosing(session.output(lossy=True)) as items:
                 async for item in items:
                     if isinstance(item, VideoOut):
-                        pts = item.index * stream.frame_samples
+                        pts = stream.timeline.frame_start(item.index)
                         if stream.clock.now() - stream.release_time(pts) > self.max_video_lag_s:
                             self._note_late_frame()
                             continue
