@@ -39,11 +39,14 @@ def test_quality_benchmark_on_a_new_heldout_voice_clip(small_dataset: SmallDatas
     assert results["clips"] >= 1 and report["clip_ids"][0].startswith("espeak-heldout")
     assert results["rendered_frames_with_face"] == 1.0
     # The small corpus is a new sample of the same avatar and held-out voice (its own seed
-    # and sentences, its own tracking): the shipped model must lip-sync it.
-    assert results["mouth_opening_correlation"] > 0.6
-    assert results["lmd_px"] < 3.5
+    # and sentences, its own tracking): the shipped model must lip-sync it as well as it
+    # does. The bounds sit about 10 % from what the shipped model reads on it (2026-12-07,
+    # two runs: correlation 0.967 / 0.964, LMD 0.69 / 0.71 px, PSNR 34.1 / 34.3 dB, SSIM
+    # 0.962 / 0.963 at 128 px), so a regression shows long before the goals.
+    assert results["mouth_opening_correlation"] > 0.87
+    assert results["lmd_px"] < 0.78
     assert abs(results["av_offset_frames"]) <= 1
-    assert results["psnr_db"] > 26 and results["ssim"] > 0.85
+    assert results["psnr_db"] > 30.8 and results["ssim"] > 0.87
     strip = cv2.imread(str(tmp_path / "quality_strip.png"))
     assert strip.shape == (512, 8 * 256, 3)
 
