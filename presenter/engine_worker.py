@@ -373,15 +373,14 @@ class EngineFeed:
         self.hand_over()
         return future
 
-    async def close(self, reason: BaseException) -> None:
-        """Nothing more is handed over; waiting calls get ``reason``; the worker ends after the
-        call in flight."""
-        self.stop(reason)
-        await self.worker.close()
-
     def stop(self, reason: BaseException) -> None:
+        """Nothing more is handed over; the calls waiting get ``reason``."""
         self._stopped = True
         self.worker.fail_calls(reason)
+
+    async def close(self) -> None:
+        """End the worker (after :meth:`stop`), after the call in flight."""
+        await self.worker.close()
 
     def hand_over(self) -> None:
         """Hand the worker what is pending, unless it is busy: it then gets everything that

@@ -374,7 +374,7 @@ class AvatarStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._end_all(reason)
-        await self._feed.close(StreamClosed(reason))
+        await self._feed.close()
 
     # -- the producer -------------------------------------------------------------------------
     async def _run(self) -> None:
