@@ -81,6 +81,7 @@ from benchmarks.cuda_measure import (
 )
 from benchmarks.cuda_report import JSON_NAME, TABLE_NAME, Report, machine_info, table
 from benchmarks.engine import RATE, measure
+from benchmarks.provenance import provenance
 from engine.avatar import Avatar
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.backend_registry import RUNTIME_NAMES
@@ -476,6 +477,7 @@ def run_check(settings: Settings, out: Path) -> Report:
     report = Report(
         out,
         {
+            "provenance": provenance("benchmarks.cuda_check"),
             "what": "the shipped default model on "
             f"{settings.device}: graph parity with eager fp32 on the CPU, graph timings "
             "(ms per call, numpy in and out; ms on device-resident inputs), the whole "

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.provenance import provenance
+from benchmarks.provenance import write_result
 from engine.audio import resample
 from engine.avatar_model import load_avatar_model
 from engine.backend_registry import RUNTIMES
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     best = min(rows, key=lambda r: r["ms_per_frame"])
     report = {
-        "provenance": provenance("benchmarks.engine", argv),
         "what": "AvatarEngine ms per 512x512 frame by stage, streaming espeak-ng speech at "
         "48 kHz in 20 ms chunks, yuv420p output, batch 1, warmed up as the server does (the "
         "loop frames encoded, the idle loop rendered at rest once); "
@@ -185,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "best": {k: best[k] for k in ("backend", "threads", "ms_per_frame", "real_time_factor")},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.out / "engine.json", report, "benchmarks.engine", argv)
     plot(rows, args.out / "engine.png")
     print(json.dumps(report["best"]))  # noqa: T201
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.provenance import write_result
 from engine.generator import (
     ONNX_INPUTS,
     AvatarGenerator,
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor(),
         "rows": rows,
     }
-    (args.out / "generator_runtime.json").write_text(json.dumps(result, indent=1))
+    write_result(args.out / "generator_runtime.json", result, "benchmarks.generator_runtime", argv)
     return 0
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.provenance import write_result
 from presenter.testing.latency import (
     ENGINE_STAGES,
     STAGES,
@@ -394,7 +395,7 @@ def run(
         "plots": ["latency_stages.png", "latency_av_offset.png"],
     }
     result["goals"] = goals(result, viewers)
-    (out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out / "latency.json", result, "benchmarks.latency")
     plot_stages(plots, out / "latency_stages.png", result)
     plot_av_offset(plots, out / "latency_av_offset.png", result)
     return result

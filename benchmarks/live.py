@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.provenance import provenance
 from presenter.testing.live_harness import (
     SPEECH,
     chromium,
@@ -139,7 +140,10 @@ def main() -> None:
     result = run(args.viewers, args.seconds, args.idle)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}
-    saved[f"viewers_{args.viewers}{'_idle' if args.idle else ''}"] = result
+    saved[f"viewers_{args.viewers}{'_idle' if args.idle else ''}"] = {
+        "provenance": provenance("benchmarks.live"),
+        **result,
+    }
     args.out.write_text(json.dumps(saved, indent=2) + "\n")
     print(_table(result))  # noqa: T201 - the command's output
 

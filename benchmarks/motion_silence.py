@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.provenance import write_result
 from engine.audio import MelConfig, log_mel, resample
 from engine.data.prep.dataset import read_header
 from engine.frames import ENGINE_RATE, FPS
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     result = measure(args.model, args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "motion_silence.json").write_text(json.dumps(result, indent=1))
+    write_result(args.out / "motion_silence.json", result, "benchmarks.motion_silence", argv)
     print(json.dumps(result, indent=1))  # noqa: T201
     return 0
 

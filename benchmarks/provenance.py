@@ -8,6 +8,7 @@ and the commit it ran on (a working tree with uncommitted changes is marked ``di
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -68,3 +69,12 @@ def provenance(module: str, argv: Sequence[str] | None = None) -> dict[str, Any]
             "openvino": _version("openvino"),
         },
     }
+
+
+def write_result(
+    path: Path, result: dict[str, Any], module: str, argv: Sequence[str] | None = None
+) -> None:
+    """Write ``result`` as JSON to ``path`` with its :func:`provenance` first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamped = {"provenance": provenance(module, argv), **result}
+    path.write_text(json.dumps(stamped, indent=1) + "\n")

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.provenance import write_result
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.data.prep.dataset import (
     CROPS_NAME,
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}")  # noqa: T201
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.out / "quality.json", report, "benchmarks.quality", argv)
     print(json.dumps(report["results"], indent=1))  # noqa: T201
     return 0
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from websockets.sync.client import connect
 
+from benchmarks.provenance import write_result
 from presenter.testing.live_harness import (
     chromium,
     click_start,
@@ -151,8 +152,7 @@ def main() -> None:
             result[key] = measure(args.says, args.voice, Path(folder) / "serve.log", early)
         brief = {k: v for k, v in result[key].items() if k != "rows"}
         print(key, json.dumps(brief), flush=True)  # noqa: T201
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result, "benchmarks.say_latency")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.latency import SETTLE_S, SPEECH_MARGIN_S, ServeFailed, machine_facts, versions
+from benchmarks.provenance import write_result
 from presenter.testing.latency import viewer_figures
 from presenter.testing.live_harness import (
     SPEECH,
@@ -201,8 +201,7 @@ def run(
         "stopped_below_floor_at": None if steps[-1]["sustained"] else steps[-1]["presenters"],
         "steps": steps,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, "benchmarks.sessions")
     return result
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import write_result
 from engine.data.tracker_agreement import GOAL_PX, measure
 from engine.speech.phonemes import VISEMES
 
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(result, args.out / "tracker_agreement.png")
     result.pop("_frames")
-    (args.out / "tracker_agreement.json").write_text(json.dumps(result, indent=1))
+    write_result(
+        args.out / "tracker_agreement.json", result, "benchmarks.tracker_agreement", argv
+    )
     print(json.dumps({k: result[k] for k in ("all", "outer_contour", "inner_contour")}))  # noqa: T201
     return 0
 
