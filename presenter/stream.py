@@ -192,7 +192,7 @@ class AvatarStream:
         self.config = config or StreamConfig()
         try:
             self.timeline = engine.timeline.at_rate(OUTPUT_RATE)
-            self.pts_per_frame = self.timeline.pts_per_frame  # 3600
+            self.timeline.pts_per_frame  # noqa: B018 - raises unless whole ticks of 90 kHz
         except ValueError as exc:
             raise PresenterError(f"the engine's frames do not fit the stream: {exc}") from exc
         self.frame_samples = self.timeline.frame_samples  # F: output samples per frame (1920)
