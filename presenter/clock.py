@@ -191,18 +191,26 @@ class VirtualClock:
             heapq.heappop(self._sleepers)
 
     def _wake_due(self) -> None:
+        """Wake whoever's deadline has come: held work first. Tasks of the same instant wake
+        once that work sleeps again or is done (``_check`` calls back here), so what the
+        loop does at an instant never depends on how fast a worker thread runs."""
+        with self._lock:
+            while self._thread_sleepers and self._thread_sleepers[0][0] <= self._now:
+                heapq.heappop(self._thread_sleepers)[2].set()
+            held_awake = self._holds > len(self._thread_sleepers)
+        if held_awake:
+            return
         self._purge()
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
         self._purge()
-        with self._lock:
-            while self._thread_sleepers and self._thread_sleepers[0][0] <= self._now:
-                heapq.heappop(self._thread_sleepers)[2].set()
 
     def _check(self) -> None:
-        """On the loop: when everything is asleep, tell who waits for that, or move on."""
+        """On the loop: wake the tasks that are due (held work may just have gone back to
+        sleep or ended); when everything is asleep, tell who waits for that, or move on."""
+        self._wake_due()
         if not self.idle:
             return
         for waiter in self._idle_waiters:

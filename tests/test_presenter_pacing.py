@@ -392,11 +392,16 @@ def test_an_early_start_behind_a_slow_engine_call_keeps_what_can_be_on_time(slow
     speech of their own instant."""
     tone = _tone(1.6, OUTPUT_RATE)
     clock = VirtualClock(auto_advance=True)
-    slow = {"armed": False, "began": False}
+    # (the loop, the event to set, the time after which the next call is the slow one)
+    armed: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, float]] = []
 
     def render(count: int) -> None:
-        if slow["armed"]:
-            slow["armed"], slow["began"] = False, True
+        # The slow call is chosen by the clock, not by when this thread reads the list, and
+        # the loop is told before this thread sleeps: it learns it at the virtual time the
+        # call began (the clock cannot move before), however late this thread runs.
+        if armed and clock.now() > armed[0][2]:
+            loop, began, _ = armed.pop()
+            loop.call_soon_threadsafe(began.set)
             clock.sleep_blocking(slow_s)
         clock.sleep_blocking(0.02 * count)
 
@@ -404,8 +409,12 @@ def test_an_early_start_behind_a_slow_engine_call_keeps_what_can_be_on_time(slow
 
     async def body(stream: AvatarStream, clock: VirtualClock, recorder: Recorder) -> None:
         await recorder.until(lambda r: len(r.frames) >= 30)
-        slow["armed"] = True
-        await recorder.until(lambda r: slow["began"])
+        began = asyncio.Event()
+        armed.append((asyncio.get_running_loop(), began, clock.now()))
+        await began.wait()
+        # at the next tick: everything of this instant has happened by then
+        began_at = clock.now()
+        await recorder.until(lambda r: r.audio[-1][0] > began_at)
         one = stream.say(ArraySource(tone, OUTPUT_RATE, name="one"))
         end = await one.wait()
         assert one.start_pts is not None
