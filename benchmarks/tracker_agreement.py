@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(result, args.out / "tracker_agreement.png")
     result.pop("_frames")
-    write_result(
-        args.out / "tracker_agreement.json", result, "benchmarks.tracker_agreement", argv
-    )
+    write_result(args.out / "tracker_agreement.json", result, "benchmarks.tracker_agreement", argv)
     print(json.dumps({k: result[k] for k in ("all", "outer_contour", "inner_contour")}))  # noqa: T201
     return 0
 

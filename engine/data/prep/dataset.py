@@ -189,9 +189,7 @@ def read_header(root: str | Path) -> DatasetHeader:
     try:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise EngineError(
-            f"{path} is not valid JSON ({exc}); prepare the dataset again"
-        ) from exc
+        raise EngineError(f"{path} is not valid JSON ({exc}); prepare the dataset again") from exc
     return DatasetHeader.from_json(values)
 
 

@@ -157,9 +157,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     try:
         values = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EngineError(
-            f"sidecar {sidecar} is not valid JSON ({exc}); fix or remove it"
-        ) from exc
+        raise EngineError(f"sidecar {sidecar} is not valid JSON ({exc}); fix or remove it") from exc
     if not isinstance(values, dict):
         raise EngineError(f"sidecar {sidecar} must hold a JSON object; fix or remove it")
     return values
