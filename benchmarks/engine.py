@@ -144,14 +144,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.engine", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backends", default=",".join(CPU_RUNTIMES))
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     model = load_avatar_model(args.model)
     avatar = stored_default_avatar(crop=model.crop)

@@ -1,11 +1,11 @@
 """Silence in, mouth closed out: how soon after speech ends the predicted mouth closes.
 
-``python -m benchmarks.motion_silence --model MOTION.safetensors --data DATASET`` speaks
-held-out-voice sentences with espeak-ng (en-us+f3), feeds 0.5 s of silence, the speech and
-1 s of silence through the motion model, and reports for each sentence the time from the
-end of the last phone to the first frame whose predicted inner-lip gap stays within 1 px
-(at a 256-px crop) of the gap during the leading silence for three frames. Writes
-``motion_silence.json``.
+``python -m benchmarks.motion_silence [--model default]`` speaks held-out-voice sentences
+with espeak-ng (en-us+f3), feeds 0.5 s of silence, the speech and 1 s of silence through the
+model's motion network (its raw prediction: no silence gate), and reports for each sentence
+the time from the end of the last phone to the first frame whose predicted inner-lip gap
+stays within 1 px (at a 256-px crop) of the gap during the leading silence for three frames.
+Writes ``motion_silence.json``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 
 from benchmarks.provenance import write_result
 from engine.audio import MelConfig, log_mel, resample
-from engine.data.prep.dataset import read_header
+from engine.avatar_model import load_avatar_model
 from engine.frames import ENGINE_RATE, FPS
-from engine.motion import load_motion_checkpoint, slice_mel
+from engine.motion import slice_mel
 from engine.speech.espeak import EspeakVoice
 from engine.speech.phonemes import SILENCE
 from engine.train.motion import LipGeometry, pixels_per_unit
@@ -38,13 +38,13 @@ CLOSED_MARGIN_PX = 1.0
 CLOSED_FOR_FRAMES = 3
 
 
-def measure(model_path: Path, data_dir: Path, *, voice_name: str = "en-us+f3") -> dict[str, object]:
-    checkpoint = load_motion_checkpoint(model_path)
-    header = read_header(data_dir)
+def measure(model_name: str, *, voice_name: str = "en-us+f3") -> dict[str, object]:
+    model = load_avatar_model(model_name)
+    checkpoint = model.motion
     lips = LipGeometry(
         checkpoint.basis,
         checkpoint.identities,
-        pixels_per_unit(checkpoint.template, header.crop.face_fraction, 256),
+        pixels_per_unit(checkpoint.template, model.crop.face_fraction, 256),
     )
     subject = next(iter(checkpoint.styles))
     style = torch.from_numpy(checkpoint.styles[subject])[None]
@@ -90,7 +90,7 @@ def measure(model_path: Path, data_dir: Path, *, voice_name: str = "en-us+f3") -
     return {
         "what": "time from the end of speech to a closed predicted mouth (gap within 1 px of "
         "the leading-silence gap for 3 frames), px at a 256-px crop",
-        "model": str(model_path),
+        "model": model_name,
         "voice": voice_name,
         "goal_ms": 80,
         "sentences": rows,
@@ -98,14 +98,23 @@ def measure(model_path: Path, data_dir: Path, *, voice_name: str = "en-us+f3") -
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a motion checkpoint")
-    parser.add_argument("--data", type=Path, required=True, help="its dataset (crop layout)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.motion_silence", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="an avatar model: a name or a folder (default: the shipped one)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
-    result = measure(args.model, args.data)
+    result = measure(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     write_result(args.out / "motion_silence.json", result, "benchmarks.motion_silence", argv)
     print(json.dumps(result, indent=1))  # noqa: T201

@@ -46,6 +46,13 @@ def _memory_gb() -> float | None:
     return round(pages * size / 2**30, 1)
 
 
+def _load_1min() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def provenance(module: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """The provenance of a result written now by ``python -m module`` with ``argv`` (default:
     this process's arguments)."""
@@ -67,6 +74,9 @@ def provenance(module: str, argv: Sequence[str] | None = None) -> dict[str, Any]
             "torch": _version("torch"),
             "onnxruntime": _version("onnxruntime"),
             "openvino": _version("openvino"),
+            # runnable processes averaged over the last minute when the result was written
+            # (a figure measured next to other work is read with it)
+            "load_1min": _load_1min(),
         },
     }
 

@@ -16,7 +16,7 @@ call), back to back in the same run:
 - ``viewer_ms``: the rest: network, jitter buffer, decoding, display.
 
 Both clocks are this machine's wall clock (the page's ``performance.timeOrigin + now``).
-Results: ``benchmarks/results/say_latency.json``.
+Results: ``say_latency.json`` in ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -134,25 +134,26 @@ def measure(says: int, voice: str | None, log: Path, early_start: bool = True) -
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.say_latency", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--says", type=int, default=10, help="one-sentence says (default 10)")
     parser.add_argument("--voice", default=None, help="the voice (default: the server's)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "say_latency.json")
-    args = parser.parse_args()
-    result: dict[str, Any] = {
-        "command": "python -m benchmarks.say_latency"
-        + f" --says {args.says}"
-        + (f" --voice {args.voice}" if args.voice else ""),
-        "goal_ms": 300,
-    }
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for say_latency.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    result: dict[str, Any] = {"goal_ms": 300}
     # the same run, back to back: with the stream's early start, and without it
     for key, early in (("early_start", True), ("no_early_start", False)):
         with tempfile.TemporaryDirectory() as folder:
             result[key] = measure(args.says, args.voice, Path(folder) / "serve.log", early)
         brief = {k: v for k, v in result[key].items() if k != "rows"}
         print(key, json.dumps(brief), flush=True)  # noqa: T201
-    write_result(args.out, result, "benchmarks.say_latency")
+    write_result(args.out / "say_latency.json", result, "benchmarks.say_latency", argv)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ presenters, as in ``benchmarks.latency``.
 render on the GPU, the encoders and browsers still on the CPU). Without a CUDA device it
 stops at once and says so.
 
-Results: ``benchmarks/results/sessions.json`` (``--out``).
+Results: ``sessions.json`` in ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 import time
@@ -151,10 +150,11 @@ def run(
     max_count: int = 4,
     seconds: float = 10.0,
     gpu: bool = False,
-    out: Path = RESULTS / "sessions.json",
-    command: str | None = None,
+    out: Path = RESULTS,
+    argv: list[str] | None = None,
 ) -> dict[str, Any]:
-    """1, 2, ... ``max_count`` presenters until one falls below 24 fps; writes ``out``."""
+    """1, 2, ... ``max_count`` presenters until one falls below 24 fps; writes
+    ``out/sessions.json`` (``argv``: the command's arguments, for its provenance)."""
     gpu_name = cuda_device_name() if gpu else None  # fails before starting anything
     steps: list[dict[str, Any]] = []
     chromium_version = None
@@ -174,10 +174,6 @@ def run(
                 break
     sustained = [step["presenters"] for step in steps if step["sustained"]]
     result = {
-        "command": command
-        or f"python -m benchmarks.sessions --max {max_count} --seconds {seconds:g}"
-        + (" --gpu" if gpu else ""),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {**machine_facts(), "gpu": gpu_name},
         "versions": versions(chromium_version),
         "config": {
@@ -201,11 +197,13 @@ def run(
         "stopped_below_floor_at": None if steps[-1]["sustained"] else steps[-1]["presenters"],
         "steps": steps,
     }
-    write_result(out, result, "benchmarks.sessions")
+    if argv is None:
+        argv = [f"--max={max_count}", f"--seconds={seconds:g}", *(["--gpu"] if gpu else [])]
+    write_result(out / "sessions.json", result, "benchmarks.sessions", argv)
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.sessions", description=__doc__.split("\n\n")[0]
     )
@@ -216,13 +214,18 @@ def main() -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="serve --device cuda (CUDA machines only)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS / "sessions.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for sessions.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.max < 1 or args.seconds < 3:
         parser.error("needs --max >= 1 and --seconds >= 3")
-    command = ("python -m benchmarks.sessions " + " ".join(sys.argv[1:])).strip()
+    arguments = sys.argv[1:] if argv is None else argv
     try:
-        result = run(args.max, args.seconds, args.gpu, args.out, command)
+        result = run(args.max, args.seconds, args.gpu, args.out, arguments)
     except (GpuUnavailable, ServeFailed) as exc:
         raise SystemExit(f"benchmarks.sessions: {exc}") from None
     print(  # noqa: T201 - the command's output

@@ -49,11 +49,17 @@ def plot(result: dict[str, object], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.tracker_agreement", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", type=Path, required=True, help="a prepared dataset folder")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = measure(args.data)
     args.out.mkdir(parents=True, exist_ok=True)

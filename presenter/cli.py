@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("presenter")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m presenter",
         description="A real-time streaming virtual presenter: audio in, a lip-synced avatar out.",
@@ -432,7 +432,7 @@ async def _serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     # MediaPipe's native logging: warnings and errors only.
     os.environ.setdefault("GLOG_minloglevel", "2")
     logging.basicConfig(
