@@ -71,7 +71,7 @@ BENCHMARKS = (
     Benchmark(
         "engine.json",
         "benchmarks.engine",
-        quick=("--seconds", "3", "--backends", "onnxruntime", "--threads", "1"),
+        quick=("--seconds", "3", "--backends", "onnxrt", "--threads", "1"),
     ),
     Benchmark(
         "generator_runtime.json",
