@@ -1,19 +1,25 @@
 """The live presenter as viewers see it: fps, A/V offset, glass-to-glass latency, server CPU.
 
-``python -m benchmarks.live --viewers N [--seconds S] [--idle]`` starts
+``python -m benchmarks.live --viewers N [--sync MODES] [--seconds S] [--idle]`` starts
 ``python -m presenter serve --stamp`` (the default avatar, espeak-ng speaking a text long
-enough for the run; ``--idle``: nothing said), opens N headless Chromium viewers on this
-machine, clicks Start in each and measures, over S seconds from 1 s after the speech began:
+enough for the run; ``--idle``: nothing said), opens N headless Chromium viewers per lip-sync
+correction on this machine (the page's ``?sync=``, web/sync-trim.js; MODES: comma-separated,
+default ``browser,off``: the production correction and none, side by side on the same server),
+clicks Start in each and measures, over S seconds from 1 s after the speech began:
 
 - per viewer, from what the page presented and played (web/measure.js): frames presented per
   second, freezes, concealed audio, the A/V offset of each 1 s click against the stamped
-  frame it belongs to, and glass-to-glass latency (the audio sample entering the server's
-  pipeline -> the frame showing it displayed);
+  frame it belongs to (from the page's first click on), and glass-to-glass latency (the
+  audio sample entering the server's pipeline -> the frame showing it displayed);
+- per lip-sync correction (``av_offset`` by mode,
+  :func:`presenter.testing.latency.sync_mode_figures`): each viewer's offsets as a series
+  ``[seconds from its first click, ms]``, median, p95 of ``|offset|``, the time to settle
+  within 20 ms, the same from the third second on (``from_2s``) and the drift;
 - the server's CPU (its own process and the engine process, % of one core) from /proc.
 
 Everything runs on one machine: the browsers' decoding and rendering share its cores with
 the server. Results are merged into ``benchmarks/results/live.json`` under ``viewers_N``
-(``_idle``).
+(N per correction; ``_idle``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.provenance import provenance
+from presenter.testing.latency import (
+    SYNC_MODES,
+    click_series,
+    offset_figures,
+    parse_sync_modes,
+    sync_mode_figures,
+)
 from presenter.testing.live_harness import (
     SPEECH,
     chromium,
@@ -44,13 +57,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH_SECONDS = 15.0  # about what espeak-ng takes for SPEECH at its default rate
 
 
-def run(viewers: int, seconds: float, idle: bool) -> dict[str, Any]:
+def run(
+    viewers: int, seconds: float, idle: bool, modes: tuple[str, ...] = SYNC_MODES
+) -> dict[str, Any]:
+    """``viewers`` pages per lip-sync correction in ``modes`` on one server."""
     repeats = max(1, math.ceil((seconds + 8.0) / SPEECH_SECONDS))
     args = ["--stamp", "--source", "none"] if idle else ["--stamp", "--text", SPEECH * repeats]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "serve.log"
         with live_server(args, log) as server, chromium() as browser:
-            pages = [open_viewer(browser, server.url) for _ in range(viewers)]
+            wanted = [mode for mode in modes for _ in range(viewers)]
+            pages = [open_viewer(browser, server.url, sync=mode) for mode in wanted]
             for page in pages:
                 click_start(page)
             for page in pages:
@@ -81,11 +98,17 @@ def run(viewers: int, seconds: float, idle: bool) -> dict[str, Any]:
     main_cpu = 100 * (cpu1[pid] - cpu0.get(pid, 0.0)) / wall
     engine_cpu = 100 * sum(cpu1[m] - cpu0.get(m, 0.0) for m in engine) / wall
     busy = (machine1[0] - machine0[0]) / max(machine1[1] - machine0[1], 1.0)
-    for item in figures:
+    series = []
+    for mode, item in zip(wanted, figures, strict=True):
         item.pop("stats", None)
+        if item["sync"] != mode:  # the page and SYNC_MODES disagree: no figures to trust
+            raise RuntimeError(f"a page opened with sync={mode} ran with {item['sync']!r}")
+        series.append((mode, click_series(item.pop("av_offset_clicks"))))
+        item["av_offset"] = offset_figures(series[-1][1])
     offsets = [offset for item in figures for offset in item["av_offsets_ms"]]
     return {
-        "viewers": viewers,
+        "viewers": viewers,  # per lip-sync correction
+        "sync_modes": list(modes),
         "seconds": seconds,
         "speech": not idle,
         "delay_ms": status1["delayMs"],
@@ -102,6 +125,7 @@ def run(viewers: int, seconds: float, idle: bool) -> dict[str, Any]:
             ]
         ),
         "av_offset_median_ms": statistics.median(offsets) if offsets else None,
+        "av_offset": sync_mode_figures(series),
         "per_viewer": figures,
     }
 
@@ -115,29 +139,47 @@ def _table(result: dict[str, Any]) -> str:
         f"CPU (% of one core): server {result['server_cpu_percent']}, engine "
         f"{result['engine_cpu_percent']}; machine {result['machine_cpu_percent']} % of "
         f"{result['cores']} cores (browsers included)",
-        "viewer  fps shown/decoded  freezes  concealed  A/V median ms (clicks)  "
+        "viewer  sync     fps shown/decoded  freezes  concealed  A/V median ms (clicks)  "
         "glass-to-glass p50/p95 ms",
     ]
     for number, item in enumerate(result["per_viewer"], 1):
         g2g = item["glass_to_glass_ms"]
         median = item["av_offset_median_ms"]
         lines.append(
-            f"{number:>6} {item['fps']:7.1f} / {item['fps_decoded']:4.1f} {item['freezes']:8d}"
+            f"{number:>6}  {item['sync']:<8}{item['fps']:7.1f} / {item['fps_decoded']:4.1f}"
+            f" {item['freezes']:8d}"
             f" {item['concealed_fraction']:10.4f}"
             f"  {'-' if median is None else f'{median:+.1f}':>13} ({len(item['av_offsets_ms'])})"
             f"  {g2g['p50'] or 0:.0f} / {g2g['p95'] or 0:.0f}"
+        )
+    for mode, av in result["av_offset"].items():
+        late = av["from_2s"]
+        lines.append(
+            f"A/V sync={mode}: median {av['median_ms']} ms, p95 |.| {av['p95_abs_ms']} ms, "
+            f"settled within 20 ms at {av['settle_20ms_s']} s; from 2 s: p95 |.| "
+            f"{late['p95_abs_ms']} / max {late['max_abs_ms']} ms"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__)
-    parser.add_argument("--viewers", type=int, default=1)
+    parser.add_argument("--viewers", type=int, default=1, help="pages per lip-sync correction")
+    parser.add_argument(
+        "--sync",
+        default=",".join(SYNC_MODES),
+        help="the pages' lip-sync corrections, comma-separated (default and known: "
+        f"{','.join(SYNC_MODES)})",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--idle", action="store_true", help="nothing said: the idle stream")
     parser.add_argument("--out", type=Path, default=RESULTS / "live.json")
     args = parser.parse_args()
-    result = run(args.viewers, args.seconds, args.idle)
+    try:
+        modes = parse_sync_modes(args.sync)
+    except ValueError as exc:
+        parser.error(f"--sync: {exc}")
+    result = run(args.viewers, args.seconds, args.idle, modes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}
     saved[f"viewers_{args.viewers}{'_idle' if args.idle else ''}"] = {

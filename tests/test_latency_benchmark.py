@@ -1,8 +1,9 @@
 """The latency benchmark's plumbing (``python -m benchmarks.latency``), not the speed.
 
 The browser test runs the command itself, short (a subprocess: no test imports
-``benchmarks``): one headless Chromium viewer, an 8 s window, both configurations (the model
-and the pre-rendered transport-only floor), and checks that the JSON has every section with
+``benchmarks``): one headless Chromium viewer per lip-sync correction (``browser`` and
+``off``), an 8 s window, both configurations (the model and the pre-rendered transport-only
+floor), and checks that the JSON has every section with
 finite, plausible figures, that the table it prints reports them and that the plots are
 written. The others check the figures' arithmetic (``presenter.testing.latency``) and the
 message of a server without the trace API, without a browser.
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from presenter.testing import latency
-from presenter.testing.live_harness import LiveServer, chromium_path
+from presenter.testing.live_harness import LiveServer, chromium_path, viewer_url
 from tests.conftest import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -60,6 +61,7 @@ def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
     for package in ("python", "torch", "aiortc", "av", "chromium"):
         assert saved["versions"][package], package
     assert saved["config"]["viewers"] == 1 and saved["config"]["seconds"] == 8.0
+    assert saved["config"]["sync_modes"] == list(latency.SYNC_MODES)
 
     configurations = saved["configurations"]
     assert set(configurations) == {"model", "prerendered"}
@@ -85,14 +87,21 @@ def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
         assert g2g["n"] > 0 and 0 < g2g["p50"] <= g2g["p95"] <= g2g["p99"] < 5000, name
         assert g2g["p50"] > pipeline - 40, name  # the page shows a frame after it was sent
 
-        (viewer,) = item["viewers"]
-        assert viewer["fps_stamped"] > 0 and viewer["fps_decoded"] > 0, name
-        assert viewer["fps_presented"] > 0, name
-        assert viewer["freezes"] >= 0 and 0 <= viewer["concealed_fraction"] <= 1, name
-        assert viewer["errors"] == [], name
-        av = item["av_offset"]
-        assert av["clicks"] >= 1 and _finite(av["median_ms"]), name
-        assert abs(av["median_ms"]) < 500, name  # a click matched to its own second
+        # one page per correction, each one running the correction it was opened with
+        assert [viewer["sync"] for viewer in item["viewers"]] == list(latency.SYNC_MODES), name
+        for viewer in item["viewers"]:
+            assert viewer["fps_stamped"] > 0 and viewer["fps_decoded"] > 0, name
+            assert viewer["fps_presented"] > 0, name
+            assert viewer["freezes"] >= 0 and 0 <= viewer["concealed_fraction"] <= 1, name
+            assert viewer["errors"] == [] and viewer["sync_warning"] is None, name
+        assert list(item["av_offset"]) == list(latency.SYNC_MODES), name
+        for mode, av in item["av_offset"].items():
+            assert av["clicks"] >= 1 and _finite(av["median_ms"]), (name, mode)
+            assert abs(av["median_ms"]) < 500, (name, mode)  # a click matched to its second
+            (series,) = av["series"]
+            assert len(series) == av["clicks"] and series[0][0] == 0.0, (name, mode)
+            assert all(a[0] < b[0] for a, b in itertools.pairwise(series)), (name, mode)
+            assert av["from_2s"]["clicks"] == len([t for t, _ in series if t >= 2]), (name, mode)
 
         server = item["server"]
         assert server["cpu_percent"]["total"] > 0, name
@@ -118,6 +127,9 @@ def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
     for name, goal in goals.items():
         assert goal["pass"] in (True, False), name  # every goal evaluated with one viewer
     assert "extrapolated" in goals["av_drift"]["note"]
+    assert "sync=browser" in goals["av_offset"]["goal"]
+    for mode in latency.SYNC_MODES:
+        assert f"A/V sync={mode}" in done.stdout, mode
 
     for plot in saved["plots"]:
         data = (tmp_path / plot).read_bytes()
@@ -136,6 +148,62 @@ def test_offset_figures_fit_the_drift() -> None:
     assert figures["drift_10min_ms_extrapolated"] == pytest.approx(1200.0)
     assert figures["median_ms"] == pytest.approx(14.0)
     assert latency.offset_figures([])["median_ms"] is None
+    assert latency.offset_figures([])["settle_20ms_s"] is None
+
+
+def test_offset_figures_settle_and_the_third_second_on() -> None:
+    # 120 ms late at first, taken out over the first seconds, then inside 20 ms but once
+    series = [(0.0, 120.0), (1.0, 60.0), (2.0, 25.0), (3.0, 10.0), (4.0, -21.0), (5.0, 5.0)]
+    series += [(float(t), 8.0) for t in range(6, 12)]
+    figures = latency.offset_figures(series)
+    assert figures["clicks"] == 12
+    assert figures["settle_20ms_s"] == 5.0  # 4 s was outside again
+    assert figures["max_abs_ms"] == 120.0
+    late = figures["from_2s"]
+    assert late["clicks"] == 10 and late["max_abs_ms"] == 25.0
+    assert late["median_ms"] == 8.0
+    assert late["within_20ms_fraction"] == pytest.approx(0.8)
+    assert latency.offset_figures([(0.0, 5.0), (1.0, -3.0)])["settle_20ms_s"] == 0.0
+    assert latency.offset_figures([(0.0, 5.0), (1.0, 30.0)])["settle_20ms_s"] is None
+    assert latency.offset_figures([(0.0, 5.0)])["from_2s"]["clicks"] == 0
+
+
+def test_click_series_counts_from_the_first_click() -> None:
+    rows = [[96000, 12.34], [144000, -3.0], [240000, 7.0]]
+    assert latency.click_series(rows) == [(0.0, 12.3), (1.0, -3.0), (3.0, 7.0)]
+    assert latency.click_series(rows, last_sample=200000) == [(0.0, 12.3), (1.0, -3.0)]
+    assert latency.click_series([]) == []
+
+
+def test_sync_mode_figures_keep_the_modes_apart() -> None:
+    flat = [(float(t), 4.0) for t in range(8)]
+    steep = [(float(t), 10.0 + 3.0 * t) for t in range(8)]  # 180 ms/min
+    late = [(float(t), 60.0 - 0.5 * t) for t in range(8)]
+    modes = latency.sync_mode_figures([("browser", flat), ("off", late), ("browser", steep)])
+    assert list(modes) == ["browser", "off"]
+    browser, off = modes["browser"], modes["off"]
+    assert browser["viewers"] == [0, 2] and off["viewers"] == [1]
+    assert browser["clicks"] == 16 and off["clicks"] == 8
+    assert browser["series"] == [[list(c) for c in flat], [list(c) for c in steep]]
+    # drift: the steepest viewer's, overall and from the third second on
+    assert browser["slope_ms_per_min"] == pytest.approx(180.0)
+    assert browser["from_2s"]["slope_ms_per_min"] == pytest.approx(180.0)
+    assert browser["first_to_last_ms"] == pytest.approx(21.0)
+    assert off["median_ms"] == pytest.approx(58.2, abs=0.1) and off["settle_20ms_s"] is None
+    assert off["slope_ms_per_min"] == pytest.approx(-30.0)
+    # the merged clicks: the time to settle is that of the slowest viewer
+    assert browser["settle_20ms_s"] is None  # the steep one ends at 31 ms
+    assert latency.sync_mode_figures([]) == {}
+
+
+def test_sync_modes_parse_and_name_the_known_ones() -> None:
+    assert latency.parse_sync_modes("browser,off") == latency.SYNC_MODES
+    assert latency.parse_sync_modes(" off , off ") == ("off",)
+    for bad in ("", "browser,clicks", ","):
+        with pytest.raises(ValueError, match="browser,off"):
+            latency.parse_sync_modes(bad)
+    assert viewer_url("http://h:1/", "off") == "http://h:1/?sync=off"
+    assert viewer_url("http://h:1/") == "http://h:1/"
 
 
 def test_trace_figures_split_each_frame_into_stages() -> None:

@@ -10,7 +10,9 @@
  *
  * When the server stamps its stream, the page also measures it: each presented frame's index
  * is read from the pixel stamp (requestVideoFrameCallback), each audio click is timed by an
- * AudioWorklet, and both land on the performance.now() clock (see measure.js).
+ * AudioWorklet, and both land on the performance.now() clock (see measure.js). Measuring
+ * changes nothing: the lip-sync correction is chosen by the page's `sync=` query parameter
+ * (sync-trim.js: `browser`, the default, or `off`), the same with stamps or without.
  *
  * window.viewer: {ready, start(), stats(), measurements()}.
  */
@@ -29,6 +31,7 @@ import {
   playoutDelayMs,
   playoutSyncMs,
 } from './measure.js';
+import { createSyncTrim, parseSyncMode } from './sync-trim.js';
 
 const BACKOFF_S = [1, 2, 4, 8, 10]; // then 10 s for good
 const HELLO_TIMEOUT_MS = 10000;
@@ -44,11 +47,6 @@ const NOMINAL_FRAME_WIDTH = 512; // the stamp layout is in the 512x512 frame's p
 const HIGHPASS_HZ = 12000;
 const BUTTERWORTH_Q_DB = 20 * Math.log10(Math.SQRT1_2); // Web Audio takes high-pass Q in dB
 const WORKLET_URL = new URL('./click-detector.js', import.meta.url);
-const SYNC_TRIM_INTERVAL_MS = 1000; // the browser's playout estimates move about this fast
-const SYNC_TRIM_DEADBAND_MS = 6;
-const SYNC_TRIM_GAIN = 0.7;
-const CLICK_TRIM_GAIN = 0.5;
-const SYNC_TRIM_MAX_MS = 300;
 const TAP_BURSTS = 6; // bursts that measure the click tap's own delay
 const TAP_BURST_GAP_MS = 150;
 
@@ -60,9 +58,11 @@ const feature = {
     'setCodecPreferences' in RTCRtpTransceiver.prototype &&
     typeof RTCRtpReceiver.getCapabilities === 'function',
   audioWorklet: typeof AudioWorkletNode === 'function',
-  jitterBufferTarget:
-    typeof RTCRtpReceiver === 'function' && 'jitterBufferTarget' in RTCRtpReceiver.prototype,
 };
+
+// the lip-sync correction of this page (sync-trim.js); a bad value falls back, and says so
+const SYNC = parseSyncMode(location.search);
+if (SYNC.warning) console.warn(`viewer: ${SYNC.warning}`);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -198,7 +198,7 @@ function newSession() {
     lastK: -1,
     stats: emptyStats(),
     meas: { frames: [], clicks: [], avOffsets: [], glassToGlass: [], getStatsSamples: [] },
-    trim: { ms: 0, at: null }, // lip-sync trim (see trimSync)
+    trim: createSyncTrim(SYNC.mode), // the lip-sync correction (sync-trim.js)
   };
 }
 
@@ -704,10 +704,7 @@ function matchPendingClicks(s, nowMs) {
     if (match && match.k > s.lastK) {
       // one offset per click: a second onset matched to the same k is a false one
       s.lastK = match.k;
-      avOffsets.push([match.sample, match.offsetMs]);
-      // a measured offset steers the trim; half of it: the browser applies a change over
-      // a second or two, and a whole step would overshoot
-      if (Math.abs(match.offsetMs) >= SYNC_TRIM_DEADBAND_MS) trimBy(s, CLICK_TRIM_GAIN * match.offsetMs);
+      avOffsets.push([match.sample, match.offsetMs]); // measured only: nothing steers by it
     }
   }
 }
@@ -780,44 +777,8 @@ async function pollStats(s) {
     },
   ]);
   matchPendingClicks(s, now);
-  trimSync(s, now);
+  s.trim.update(s.pc, st.playoutSyncMs, now);
   renderStats();
-}
-
-/**
- * Lip-sync trim. The browser lines audio and video up from the sender reports, but only to
- * within about 30 ms, and it gets there slowly while the audio jitter buffer settles. A small
- * loop takes the rest out: audio late -> the video receiver's jitterBufferTarget grows (video
- * waits); video late -> it shrinks, and below zero the audio receiver waits instead. What it
- * is driven by: with stamps, each measured click (what was really presented and played);
- * without, the browser's own estimate (estimatedPlayoutTimestamp of the two receivers),
- * which on a loaded machine was seen to read up to ~30 ms short of the stamps.
- */
-function trimSync(s, now) {
-  if (s.hello?.stamp && s.meas.avOffsets.length) return; // the clicks drive it (trimBy)
-  const sync = s.stats.playoutSyncMs;
-  if (typeof sync !== 'number') return;
-  if (now - (s.trim.at ?? 0) < SYNC_TRIM_INTERVAL_MS || Math.abs(sync) < SYNC_TRIM_DEADBAND_MS)
-    return;
-  s.trim.at = now;
-  trimBy(s, SYNC_TRIM_GAIN * sync);
-}
-
-/** Moves the one signed trim knob by `ms` (> 0 delays video, < 0 delays audio). */
-function trimBy(s, ms) {
-  if (!feature.jitterBufferTarget || !s.pc) return;
-  s.trim.ms = Math.max(-SYNC_TRIM_MAX_MS, Math.min(SYNC_TRIM_MAX_MS, s.trim.ms + ms));
-  for (const receiver of s.pc.getReceivers()) {
-    const kind = receiver.track?.kind;
-    const target = kind === 'video' ? Math.max(0, s.trim.ms) : Math.max(0, -s.trim.ms);
-    if (kind === 'video' || kind === 'audio') {
-      try {
-        receiver.jitterBufferTarget = Math.round(target);
-      } catch {
-        // out of the browser's range: leave it
-      }
-    }
-  }
 }
 
 /** Frames presented per second over the last ~1 s (ticks every STATS_INTERVAL_MS). */
@@ -855,6 +816,9 @@ function snapshot() {
     // the browser's own estimate of the same (no stamps needed), and what the click tap adds
     playoutSyncMs: st.playoutSyncMs ?? null,
     tapDelayMs: app.tapDelayMs ?? null,
+    // the lip-sync correction this page runs with (sync-trim.js) and where it stands
+    syncMode: SYNC.mode,
+    syncWarning: SYNC.warning,
     syncTrimMs: s?.trim.ms ?? null,
     glassToGlassMs: stamped ? recent(s.meas.glassToGlass, RECENT_FRAMES) : null,
   };
@@ -862,10 +826,14 @@ function snapshot() {
 
 function measurements() {
   const s = app.last;
-  if (!s) return { frames: [], clicks: [], avOffsets: [], glassToGlass: [], getStatsSamples: [] };
+  const sync = { syncMode: SYNC.mode, syncWarning: SYNC.warning };
+  if (!s) {
+    return { ...sync, frames: [], clicks: [], avOffsets: [], glassToGlass: [], getStatsSamples: [] };
+  }
   matchPendingClicks(s, performance.now());
   const { frames, clicks, avOffsets, glassToGlass, getStatsSamples } = s.meas;
   return {
+    ...sync,
     frames: frames.slice(),
     clicks: clicks.slice(),
     avOffsets: avOffsets.slice(),

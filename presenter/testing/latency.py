@@ -7,6 +7,27 @@ figures: each stage of a frame's way through the server, glass-to-glass latency,
 offset per click and its drift. Shipped with the package, beside
 :mod:`presenter.testing.live_harness`, so that the tests check the arithmetic without
 importing the benchmark.
+
+A/V offsets. The page only measures them (each 1 s click against the stamped frame it
+belongs to); its lip-sync correction is chosen apart, by its ``sync=`` query parameter
+(``web/sync-trim.js``): ``browser``, the production correction every viewer gets, or ``off``,
+none. A run watches with both, and reports each mode apart. :func:`click_series` makes a
+page's clicks a series of ``[t, ms]``: ``t`` seconds from the first click the page measured,
+``ms`` the offset (positive: audio late). :func:`offset_figures` of a series:
+
+- ``clicks``, ``median_ms``, ``mean_ms``, ``p95_abs_ms``, ``max_abs_ms``,
+  ``within_20ms_fraction`` (of the clicks with ``|ms| <= 20``), ``span_s``: over every click;
+- ``settle_20ms_s``: the first click time after which every ``|ms|`` stays <= 20 (0 when all
+  do; null when the last one does not);
+- drift: ``slope_ms_per_min`` (least squares) with ``slope_stderr_ms_per_min``,
+  ``slope_robust_ms_per_min`` (Theil-Sen), ``first_to_last_ms`` and
+  ``drift_10min_ms_extrapolated`` (``|slope|`` over 10 min);
+- ``from_2s``: the same level, spread and drift figures over the clicks from the third
+  second on (``t >= 2``), what the lip-sync goal is judged on.
+
+:func:`sync_mode_figures` puts the viewers of each mode together: the figures of all their
+clicks (merged by ``t``), the drift figures of the mode's steepest viewer, and the series of
+each of its viewers.
 """
 
 from __future__ import annotations
@@ -30,6 +51,16 @@ SAMPLE_RATE = OUTPUT_RATE  # the stream's audio rate
 FRAME_SAMPLES = OUTPUT_RATE // FPS  # samples per 25 fps frame
 FRAME_MS = 1000 * FRAME_SAMPLES / SAMPLE_RATE
 TRACE_OVERLAP = 25  # frames re-read at each poll: entries still filling in (sent, ...)
+SYNC_MODES = ("browser", "off")  # the page's sync= values (web/sync-trim.js SYNC_MODES)
+SYNC_TOLERANCE_MS = 20.0  # |A/V offset| that counts as in sync (the lip-sync goal)
+SETTLED_FROM_S = 2.0  # from the third second after the first click on: ``from_2s``
+DRIFT_KEYS = (
+    "slope_ms_per_min",
+    "slope_stderr_ms_per_min",
+    "slope_robust_ms_per_min",
+    "first_to_last_ms",
+    "drift_10min_ms_extrapolated",
+)
 
 # The points of a frame's way through the server, in order. The trace's ``input`` is when the
 # input that completes the frame (its own audio and the model's look-ahead) came in: the
@@ -81,10 +112,49 @@ def summary(values: list[float], digits: int = 1) -> dict[str, Any]:
     }
 
 
-def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
-    """A/V offsets ([stream seconds, ms] per click, positive: audio late): level, spread and
-    drift (a least-squares line over the run; its slope with its standard error, and the
-    last click minus the first)."""
+def parse_sync_modes(text: str) -> tuple[str, ...]:
+    """``"browser,off"`` -> ``("browser", "off")`` (in order, once each); ValueError naming
+    the known modes for an unknown one or none."""
+    modes = tuple(dict.fromkeys(mode.strip() for mode in text.split(",") if mode.strip()))
+    unknown = [mode for mode in modes if mode not in SYNC_MODES]
+    if not modes or unknown:
+        raise ValueError(
+            f"sync modes are some of {','.join(SYNC_MODES)} (comma-separated), not {text!r}"
+        )
+    return modes
+
+
+def click_series(
+    av_offsets: list[Any], last_sample: int | None = None
+) -> list[tuple[float, float]]:
+    """A page's matched clicks (``[stream sample, offset ms]`` rows, ``avOffsets``) up to
+    ``last_sample``: ``(seconds from the first click, ms)`` per click."""
+    rows = [
+        (int(sample), float(ms))
+        for sample, ms in av_offsets
+        if last_sample is None or int(sample) <= last_sample
+    ]
+    if not rows:
+        return []
+    first = rows[0][0]
+    return [(round((sample - first) / SAMPLE_RATE, 3), round(ms, 1)) for sample, ms in rows]
+
+
+def settle_time(
+    series: list[tuple[float, float]], tolerance_ms: float = SYNC_TOLERANCE_MS
+) -> float | None:
+    """The first click time after which every ``|offset| <= tolerance_ms`` (None: the last
+    click is outside it)."""
+    settled: float | None = None
+    for t, ms in series:
+        if abs(ms) > tolerance_ms:
+            settled = None
+        elif settled is None:
+            settled = t
+    return settled
+
+
+def _level_and_drift(series: list[tuple[float, float]]) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "clicks": len(series),
         "median_ms": None,
@@ -93,11 +163,7 @@ def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
         "max_abs_ms": None,
         "within_20ms_fraction": None,
         "span_s": None,
-        "slope_ms_per_min": None,
-        "slope_stderr_ms_per_min": None,
-        "slope_robust_ms_per_min": None,
-        "first_to_last_ms": None,
-        "drift_10min_ms_extrapolated": None,
+        **dict.fromkeys(DRIFT_KEYS),
     }
     if not series:
         return figures
@@ -108,7 +174,7 @@ def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
         mean_ms=round(float(y.mean()), 1),
         p95_abs_ms=round(float(np.percentile(np.abs(y), 95)), 1),
         max_abs_ms=round(float(np.abs(y).max()), 1),
-        within_20ms_fraction=round(float(np.mean(np.abs(y) <= 20.0)), 3),
+        within_20ms_fraction=round(float(np.mean(np.abs(y) <= SYNC_TOLERANCE_MS)), 3),
         span_s=round(float(t[-1] - t[0]), 1),
         first_to_last_ms=round(float(y[-1] - y[0]), 1),
     )
@@ -131,6 +197,43 @@ def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
             drift_10min_ms_extrapolated=round(abs(float(slope)) * 600, 1),
         )
     return figures
+
+
+def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
+    """A/V offsets (``(seconds from the first click, ms)`` per click, positive: audio late):
+    level, spread, the time to settle and drift, over all clicks and from the third second
+    on (see the module's docstring)."""
+    return {
+        **_level_and_drift(series),
+        "settle_20ms_s": settle_time(series),
+        "from_2s": _level_and_drift([(t, ms) for t, ms in series if t >= SETTLED_FROM_S]),
+    }
+
+
+def sync_mode_figures(viewers: list[tuple[str, list[tuple[float, float]]]]) -> dict[str, Any]:
+    """``(sync mode, click series)`` per viewer -> per mode: :func:`offset_figures` of all
+    its viewers' clicks merged by time, with the drift figures (overall and ``from_2s``) of
+    its steepest viewer (a fit over several viewers' clicks would mix their levels), the
+    numbers of its viewers (0-based, as given) and each one's series."""
+    modes: dict[str, Any] = {}
+    for mode in dict.fromkeys(mode for mode, _ in viewers):
+        numbers = [n for n, (m, _) in enumerate(viewers) if m == mode]
+        each = [viewers[n][1] for n in numbers]
+        figures = offset_figures(sorted(click for series in each for click in series))
+        alone = [offset_figures(series) for series in each]
+        for part in (None, "from_2s"):
+            fitted = [f if part is None else f[part] for f in alone]
+            fitted = [f for f in fitted if f["slope_ms_per_min"] is not None]
+            steepest = max(fitted, key=lambda f: abs(f["slope_ms_per_min"]), default=None)
+            target = figures if part is None else figures[part]
+            for key in DRIFT_KEYS:
+                target[key] = None if steepest is None else steepest[key]
+        modes[mode] = {
+            **figures,
+            "viewers": numbers,
+            "series": [[list(click) for click in series] for series in each],
+        }
+    return modes
 
 
 def trace_figures(
@@ -223,8 +326,9 @@ def lookahead_ms(
 
 
 def viewer_figures(page: Any, lo_epoch_ms: float, hi_epoch_ms: float) -> dict[str, Any]:
-    """What one page presented and played while the wall clock was in [lo, hi) (epoch ms):
-    the figures and, under ``_series``, the A/V offsets per click and the glass-to-glass
+    """What one page presented and played while the wall clock was in [lo, hi) (epoch ms),
+    its A/V offsets from its first click to the window's end, and the lip-sync correction it
+    ran with (``sync``); under ``_series``, the A/V offsets per click and the glass-to-glass
     latencies for the plots (the caller removes it)."""
     data = page.evaluate(
         "({origin: performance.timeOrigin, m: window.viewer.measurements(),"
@@ -244,15 +348,13 @@ def viewer_figures(page: Any, lo_epoch_ms: float, hi_epoch_ms: float) -> dict[st
         for index, ms in measured["glassToGlass"]
         if index in shown and index in display
     }
-    series: list[tuple[float, float]] = []
-    if shown:
-        first, last = min(shown), max(shown)
-        series = [
-            (sample / SAMPLE_RATE, float(ms))
-            for sample, ms in measured["avOffsets"]
-            if first <= sample // FRAME_SAMPLES <= last
-        ]
+    # every click from the page's first to the window's end: how it settles counts too
+    series = click_series(
+        measured["avOffsets"], (max(shown) + 1) * FRAME_SAMPLES - 1 if shown else -1
+    )
     return {
+        "sync": measured.get("syncMode"),
+        "sync_warning": measured.get("syncWarning"),
         # distinct stamped frames the page presented (requestVideoFrameCallback)
         "fps_stamped": round(len(shown) / seconds, 2),
         # getStats over the samples nearest the window

@@ -13,7 +13,9 @@ agent does not resolve ``.local`` names).
 
 Figures come from the page (``web/measure.js``, ``window.viewer``): with ``serve --stamp``
 every presented frame's number is read back and the audio's clicks are heard, so fps, A/V
-offset and glass-to-glass latency are what the browser presented and played.
+offset and glass-to-glass latency are what the browser presented and played. The stamps only
+measure: the page's lip-sync correction is its ``sync=`` query parameter (``open_viewer``'s
+``sync``; ``web/sync-trim.js``), reported back as the figures' ``sync``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import wave
 from collections.abc import Iterator, Sequence
@@ -206,13 +209,20 @@ def process_cpu_seconds(pid: int) -> dict[int, float]:
     return {member: times[member] for member in tree if member in times}
 
 
-def open_viewer(browser: Any, url: str) -> Any:
-    """A new page on the viewer, loaded (not started); ``page.errors`` collects JS errors."""
+def viewer_url(url: str, sync: str | None = None) -> str:
+    """The viewer page at ``url`` with its lip-sync correction ``sync`` (None: the page's
+    default)."""
+    return url if sync is None else f"{url}?{urllib.parse.urlencode({'sync': sync})}"
+
+
+def open_viewer(browser: Any, url: str, sync: str | None = None) -> Any:
+    """A new page on the viewer, loaded (not started), with the lip-sync correction ``sync``
+    (``?sync=``; None: the page's default); ``page.errors`` collects JS errors."""
     page = browser.new_page(viewport={"width": 560, "height": 640})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors
-    page.goto(url)
+    page.goto(viewer_url(url, sync))
     page.wait_for_function("window.viewer && window.viewer.ready", timeout=30_000)
     return page
 
@@ -244,7 +254,9 @@ def stats_window(samples: list[Any], lo: float, hi: float) -> dict[str, Any]:
 
 
 def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
-    """What one page presented, over ``window_s`` from 1 s after its first stamped frame."""
+    """What one page presented, over ``window_s`` from 1 s after its first stamped frame; its
+    A/V offsets from its first click on (``av_offsets_ms``, and ``av_offset_clicks``: the
+    ``[stream sample, ms]`` rows), and the lip-sync correction it ran with (``sync``)."""
     data = page.evaluate("window.viewer.measurements()")
     frames = data["frames"]
     assert frames, "no stamped frame was presented"
@@ -255,6 +267,8 @@ def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
     offsets = [offset for sample, offset in data["avOffsets"]]
     g2g = sorted(ms for _, ms in data["glassToGlass"])
     return {
+        "sync": data.get("syncMode"),
+        "sync_warning": data.get("syncWarning"),
         # distinct stamped frames the page presented (requestVideoFrameCallback)
         "fps": len(shown) / window_s,
         # frames the browser decoded (getStats), over the stats samples nearest the window
@@ -263,6 +277,7 @@ def stamped_figures(page: Any, window_s: float = 10.0) -> dict[str, Any]:
         "audio_samples": window["audio_samples"],
         "concealed_fraction": window["concealed_fraction"],
         "av_offsets_ms": offsets,
+        "av_offset_clicks": [[int(sample), float(ms)] for sample, ms in data["avOffsets"]],
         "av_offset_median_ms": statistics.median(offsets) if offsets else None,
         "glass_to_glass_ms": {
             "p50": g2g[len(g2g) // 2] if g2g else None,
