@@ -43,9 +43,7 @@ Default DIR: ``benchmarks/results``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -58,9 +56,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.latency_plots import plot_av_offset, plot_stages
 from benchmarks.provenance import write_result
 from presenter.testing.latency import (
-    ENGINE_STAGES,
+    PRODUCTION_SYNC,
     STAGES,
     SYNC_MODES,
     SYNC_TOLERANCE_MS,
@@ -90,7 +89,6 @@ from presenter.testing.live_harness import (
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH_MARGIN_S = 12.0  # speech before and after the window: connect, settle, the last frames
 SETTLE_S = 3.0  # from the first speech to the window's start
-PRODUCTION_SYNC = SYNC_MODES[0]  # the correction every viewer gets: what the goals judge
 
 CONFIGURATIONS = ("model", "prerendered")
 GOALS = {
@@ -354,12 +352,12 @@ def run(
     seconds: float = 30.0,
     backend: str | None = None,
     out: Path = RESULTS,
-    command: str | None = None,
+    argv: list[str] | None = None,
     *,
     modes: tuple[str, ...] = SYNC_MODES,
 ) -> dict[str, Any]:
     """Both configurations back to back; writes ``out/latency.json`` and the two plots and
-    returns what it wrote."""
+    returns what it wrote (``argv``: the command's arguments, for its provenance)."""
     out.mkdir(parents=True, exist_ok=True)
     configurations: dict[str, Any] = {}
     plots: dict[str, Any] = {}
@@ -378,12 +376,10 @@ def run(
             "file:SPEECH.wav" if a.startswith("file:") else a for a in item["serve_args"]
         ]
     model, floor = configurations["model"], configurations["prerendered"]
+    if argv is None:
+        argv = [f"--viewers={viewers}", f"--sync={','.join(modes)}", f"--seconds={seconds:g}"]
+        argv += [f"--backend={backend}"] if backend else []
     result: dict[str, Any] = {
-        "command": command
-        or f"python -m benchmarks.latency --viewers {viewers} --sync {','.join(modes)} "
-        f"--seconds {seconds:g}"
-        + (f" --backend {backend}" if backend else ""),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_facts(),
         "versions": versions(model.get("chromium")),
         "config": {
@@ -413,7 +409,7 @@ def run(
         "plots": ["latency_stages.png", "latency_av_offset.png"],
     }
     result["goals"] = goals(result, viewers)
-    write_result(out / "latency.json", result, "benchmarks.latency")
+    write_result(out / "latency.json", result, "benchmarks.latency", argv)
     plot_stages(plots, out / "latency_stages.png", result)
     plot_av_offset(plots, out / "latency_av_offset.png", result)
     return result
@@ -435,101 +431,6 @@ def _progress(config: str, item: dict[str, Any]) -> None:
 
 
 # -- plots -----------------------------------------------------------------------------------
-
-COLOURS = {"model": "tab:blue", "prerendered": "tab:orange"}
-
-
-def plot_stages(plots: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        *[(name, f"{name}: {a} -> {b}") for name, a, b in STAGES],
-        ("pipeline", "server pipeline: audio_in -> sent_first"),
-        ("glass_to_glass", "glass to glass (page)"),
-        *[(f"engine_{key}", f"engine: {key}") for key in ENGINE_STAGES],
-        ("engine_total", "engine: all five stages"),
-    ]
-    columns = 4
-    rows = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows))
-
-    def values_of(config: str, key: str) -> list[float]:
-        data = plots[config]
-        return list(data["glass_to_glass"] if key == "glass_to_glass" else data["stages"][key])
-
-    for axis, (key, title) in zip(axes.flat, panels, strict=False):
-        every = [v for config in CONFIGURATIONS for v in values_of(config, key)]
-        if every:  # the same bins for both configurations
-            low, high = min(every), max(every)
-            pad = max(1.0, 0.02 * (high - low))
-            bins = np.linspace(low - pad, high + pad, 61)
-        for config in CONFIGURATIONS:
-            values = values_of(config, key)
-            if not values:
-                continue
-            p50 = float(np.median(values))
-            axis.hist(
-                values,
-                bins=bins,
-                alpha=0.55,
-                color=COLOURS[config],
-                label=f"{config} (p50 {p50:.1f})",
-            )
-        axis.set_title(title, fontsize=9)
-        axis.set_xlabel("ms", fontsize=8)
-        axis.tick_params(labelsize=7)
-        if axis.has_data():
-            axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(panels) :]:
-        axis.axis("off")
-    config = result["config"]
-    figure.suptitle(
-        f"Latency per stage, {config['viewers']} viewer(s), {config['seconds']:g} s of espeak-ng "
-        f"speech, {result['machine']['cores']} cores, Chromium on the same machine",
-        fontsize=10,
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-
-
-def plot_av_offset(plots: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    axis.axhspan(-20, 20, color="0.92", label="goal: |offset| <= 20 ms")
-    for config in CONFIGURATIONS:
-        for number, (mode, series) in enumerate(plots[config]["av_offset"], 1):
-            if not series:
-                continue
-            t = np.asarray([s for s, _ in series])
-            y = np.asarray([ms for _, ms in series])
-            settle = result["configurations"][config]["viewers"][number - 1]["av_offset"][
-                "settle_20ms_s"
-            ]
-            label = f"{config}, viewer {number}, sync={mode}" + (
-                f" (within 20 ms from {settle:g} s)" if settle is not None else ""
-            )
-            style = "o-" if mode == PRODUCTION_SYNC else "x:"
-            axis.plot(t, y, style, color=COLOURS[config], alpha=0.8, markersize=3, label=label)
-    axis.axhline(0, color="0.5", linewidth=0.8)
-    axis.set_xlabel("s from the page's first click (stream time of each 1 s click)")
-    axis.set_ylabel("A/V offset, ms (positive: audio late)")
-    axis.set_title(
-        "A/V offset per click, both configurations, each lip-sync correction (page-measured, "
-        "Chromium on the same machine)",
-        fontsize=10,
-    )
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
 
 
 # -- command ---------------------------------------------------------------------------------
@@ -569,7 +470,7 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0]
     )
@@ -589,18 +490,21 @@ def main() -> None:
         "--backend", default=None, help="serve --backend for the model configuration"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.viewers < 1 or args.seconds < 3:
         parser.error("needs at least 1 viewer and 3 seconds")
     try:
         modes = parse_sync_modes(args.sync)
     except ValueError as exc:
         parser.error(f"--sync: {exc}")
-    command = "python -m benchmarks.latency " + " ".join(sys.argv[1:])
+    arguments = sys.argv[1:] if argv is None else argv
     try:
-        result = run(
-            args.viewers, args.seconds, args.backend, args.out, command.strip(), modes=modes
-        )
+        result = run(args.viewers, args.seconds, args.backend, args.out, arguments, modes=modes)
     except (TraceUnavailable, ServeFailed) as exc:
         raise SystemExit(f"benchmarks.latency: {exc}") from None
     print(_table(result))  # noqa: T201 - the command's output

@@ -18,8 +18,8 @@ clicks Start in each and measures, over S seconds from 1 s after the speech bega
 - the server's CPU (its own process and the engine process, % of one core) from /proc.
 
 Everything runs on one machine: the browsers' decoding and rendering share its cores with
-the server. Results are merged into ``benchmarks/results/live.json`` under ``viewers_N``
-(N per correction; ``_idle``).
+the server. Results are merged into ``live.json`` in ``--out`` (default
+``benchmarks/results``) under ``viewers_N`` (N per correction; ``_idle``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.live", description=__doc__)
     parser.add_argument("--viewers", type=int, default=1, help="pages per lip-sync correction")
     parser.add_argument(
@@ -173,20 +173,26 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--idle", action="store_true", help="nothing said: the idle stream")
-    parser.add_argument("--out", type=Path, default=RESULTS / "live.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for live.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         modes = parse_sync_modes(args.sync)
     except ValueError as exc:
         parser.error(f"--sync: {exc}")
     result = run(args.viewers, args.seconds, args.idle, modes)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    saved = json.loads(args.out.read_text()) if args.out.exists() else {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "live.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
     saved[f"viewers_{args.viewers}{'_idle' if args.idle else ''}"] = {
-        "provenance": provenance("benchmarks.live"),
+        "provenance": provenance("benchmarks.live", argv),
         **result,
     }
-    args.out.write_text(json.dumps(saved, indent=2) + "\n")
+    path.write_text(json.dumps(saved, indent=2) + "\n")
     print(_table(result))  # noqa: T201 - the command's output
 
 

@@ -54,8 +54,12 @@ def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
         assert f"{name}: delay {item['delay_ms']:.0f} ms" in done.stdout, name
     for name in saved["goals"]:
         assert f"goal {name}: " in done.stdout, name
-    for section in ("command", "date", "machine", "versions", "config", "configurations"):
+    for section in ("provenance", "machine", "versions", "config", "configurations"):
         assert saved[section], section
+    provenance = saved["provenance"]
+    assert provenance["module"] == "benchmarks.latency"
+    assert provenance["arguments"] == [*command[3:], str(tmp_path)]
+    assert provenance["commit"] and provenance["date"]
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["ram_gb"] > 0
     assert saved["machine"]["cpu_model"]
     for package in ("python", "torch", "aiortc", "av", "chromium"):

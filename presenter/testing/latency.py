@@ -52,6 +52,7 @@ FRAME_SAMPLES = OUTPUT_RATE // FPS  # samples per 25 fps frame
 FRAME_MS = 1000 * FRAME_SAMPLES / SAMPLE_RATE
 TRACE_OVERLAP = 25  # frames re-read at each poll: entries still filling in (sent, ...)
 SYNC_MODES = ("browser", "off")  # the page's sync= values (web/sync-trim.js SYNC_MODES)
+PRODUCTION_SYNC = SYNC_MODES[0]  # the correction every viewer gets: what the goals judge
 SYNC_TOLERANCE_MS = 20.0  # |A/V offset| that counts as in sync (the lip-sync goal)
 SETTLED_FROM_S = 2.0  # from the third second after the first click on: ``from_2s``
 DRIFT_KEYS = (
