@@ -58,7 +58,7 @@ def test_short_run_writes_every_section_and_both_plots(tmp_path: Path) -> None:
         assert saved[section], section
     provenance = saved["provenance"]
     assert provenance["module"] == "benchmarks.latency"
-    assert provenance["arguments"] == [*command[3:], str(tmp_path)]
+    assert provenance["arguments"] == [*command[2:], str(tmp_path)]
     assert provenance["commit"] and provenance["date"]
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["ram_gb"] > 0
     assert saved["machine"]["cpu_model"]
