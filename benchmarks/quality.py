@@ -52,6 +52,7 @@ from benchmarks.quality_rows import (
     MAX_LAG_FRAMES,
     REAL,
     ClipMeasure,
+    markdown_table,
     source_rows,
     variant_row,
 )
@@ -509,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     gates = {source: rows["goals"] for source, rows in report["by_source"].items()}
     shown = {"results": report["results"], "goals": gates}
     print(json.dumps(shown, indent=1))  # noqa: T201
+    for source, rows in report["by_source"].items():
+        print(f"\n{source}: {rows['clips']} clips, {rows['frames']} frames")  # noqa: T201
+        print(markdown_table(rows))  # noqa: T201
     return 0
 
 

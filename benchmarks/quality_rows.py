@@ -180,11 +180,62 @@ def source_rows(measures: list[ClipMeasure], fps: float) -> dict[str, Any]:
             "pass": closing is not None and closing <= CLOSED_WITHIN_MS,
         },
     }
+    floor = rows[REAL].get("lmd_px")
+    above_floor = {
+        variant: round(rows[variant]["lmd_vs_rig_px"] - floor, 3)
+        for variant in VARIANTS
+        if floor is not None and rows[variant].get("lmd_vs_rig_px") is not None
+    }
     return {
         "clips": len(measures),
         "frames": int(sum(m.frames for m in measures)),
+        "lmd_vs_rig_above_tracker_floor_px": above_floor,
         "speech_frames": int(sum(int(m.speech.sum()) for m in measures)),
         "clip_ids": [m.clip_id for m in measures],
         "rows": rows,
         "goals": goals,
     }
+
+
+ROW_NAMES = {
+    "model": "model (silence gate on, as shipped)",
+    "model_no_gate": "model without the silence gate",
+    "loudness": "loudness mouth (fitted in-sample)",
+    "mean": "mean mouth",
+    REAL: "real (rig) video, tracked, vs the rig's ground truth",
+}
+
+
+def _cell(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(source: dict[str, Any]) -> str:
+    """One source's rows as a markdown table (the README's)."""
+    lines = [
+        "| variant | LMD px (vs tracked real) | LMD px vs rig | mouth-opening corr. pooled "
+        "| speech only | A/V offset | closing from last phone, median / p90 ms "
+        "| from sound end, median ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, name in ROW_NAMES.items():
+        row = source["rows"][variant]
+        if "lmd_px" not in row:
+            continue
+        closing, sound = row["closing_ms"], row["closing_ms_from_sound_end"]
+        lmd, vs_rig = row["lmd_px"], row.get("lmd_vs_rig_px")
+        if variant == REAL:  # the tracker's floor: the tracked real mouth against the rig
+            lmd, vs_rig = None, row["lmd_px"]
+        lines.append(
+            f"| {name} | {_cell(lmd)} | {_cell(vs_rig)} "
+            f"| {_cell(row['mouth_opening_correlation'])} "
+            f"| {_cell(row['mouth_opening_correlation_speech'])} "
+            f"| {row['av_offset_frames']} ({_cell(row['av_offset_ms'], 1)} ms) "
+            f"| {_cell(closing['median'], 1)} / {_cell(closing['p90'], 1)} "
+            f"| {_cell(sound['median'], 1)} |"
+        )
+    return "\n".join(lines)
