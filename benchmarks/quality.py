@@ -1,8 +1,12 @@
 """Lip-sync and image quality of an avatar model on the held-out clips of a dataset.
 
-``python -m benchmarks.quality --model default --data DATASET [--voice en-us+f3] [--out DIR]``
+``python -m benchmarks.quality --model default --data DATASET [--sources espeak,piper,human]
+[--voice V] [--out DIR]``
 
-For every held-out clip of the held-out voice (``--voice all``: every held-out clip):
+For every held-out clip of the sources (``--voice``: of that voice only), in rows per
+source, the model next to its baselines (``benchmarks/quality_rows.py``: the model without
+its silence gate, a loudness-driven mouth, the mean mouth, the real video against the rig's
+ground truth), each rendered and measured as the model is:
 
 1. the motion model predicts the clip's dynamics from its audio (log-mel of the clip's
    16 kHz track, the subject's default style); *lip error*: mean 3D lip-point distance of
@@ -13,11 +17,12 @@ For every held-out clip of the held-out voice (``--voice all``: every held-out c
    frame compositor does;
 3. MediaPipe's Face Landmarker tracks the rendered and the real crops the same way;
    *LMD*: mean distance of the 40 lip landmarks, px at 256; *mouth-opening correlation*:
-   Pearson correlation of the inner-lip gaps, pooled over all frames; *A/V offset*: the lag
+   Pearson correlation of the inner-lip gaps, pooled over all frames and over the speech
+   frames only (the phone timings); *A/V offset*: the lag
    of the rendered mouth motion against the real one (which is in sync with the speech, see
    the tracker test of the dataset) that maximises their correlation, ±5 frames, and the
    lag of each against the speech loudness for reference;
-4. *closing*: time from the end of speech (the clip's phone timings; and from the end of
+4. *closing*: time from the last phone's end (the clip's phone timings; and from the end of
    sound, where the audio falls below the silence gate's level for good) to a rendered
    mouth that stays within 1 px of its leading-silence gap for 3 frames; the same
    measure on the real video for comparison;
@@ -25,8 +30,10 @@ For every held-out clip of the held-out voice (``--voice all``: every held-out c
    composited face region (the blend support), at the generator's resolution and at
    256 px.
 
-Writes ``quality.json`` and ``quality_strip.png`` (ground truth above, output below) to
-``--out`` (default ``benchmarks/results``).
+Writes ``quality.json`` (``results``: the model's figures on the espeak held-out voice, as
+earlier reports; ``by_source``: the rows, goals and pass/fail per source) and
+``quality_strip.png`` (ground truth above, output below) to ``--out`` (default
+``benchmarks/results``).
 """
 
 from __future__ import annotations
