@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.face3d import INNER_LIP_PAIRS, LIPS
+from engine.speech.phonemes import SILENCE, phone_per_frame
 
 
 def mouth_gap_px(landmarks: np.ndarray) -> np.ndarray:
@@ -44,6 +45,35 @@ def pearson(first: np.ndarray, second: np.ndarray) -> float:
     a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
     denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def speech_frames(phones: Sequence[Sequence[object]], frames: int, fps: float) -> np.ndarray:
+    """(frames,) bool: the phone at the centre of the video frame is speech (not silence,
+    and inside the timed phones)."""
+    if not phones:
+        return np.zeros(frames, dtype=bool)
+    return np.asarray(phone_per_frame(phones, frames, fps) != SILENCE, dtype=bool)
+
+
+def last_phone_end_s(phones: Sequence[Sequence[object]]) -> float:
+    """End of the last spoken (non-silence) phone of ``(label, start, end)`` phones; NaN
+    when none is spoken."""
+    spoken = [float(phone[2]) for phone in phones if phone[0] != SILENCE]  # type: ignore[arg-type]
+    return spoken[-1] if spoken else float("nan")
+
+
+def pooled_correlation(
+    first: Sequence[np.ndarray],
+    second: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray] | None = None,
+) -> float:
+    """:func:`pearson` of per-clip signals pooled over clips, over the frames where
+    ``masks`` (per clip, bool) hold, or all frames."""
+    if masks is None:
+        masks = [np.ones(np.asarray(a).shape[0], bool) for a in first]
+    a = np.concatenate([np.asarray(x)[m] for x, m in zip(first, masks, strict=True)])
+    b = np.concatenate([np.asarray(x)[m] for x, m in zip(second, masks, strict=True)])
+    return pearson(a, b)
 
 
 @dataclass(frozen=True)

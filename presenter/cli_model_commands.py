@@ -48,6 +48,20 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=0.25,
         help="fraction of the minutes taken from real human speech (default 0.25)",
     )
+    synth.add_argument(
+        "--split",
+        choices=("train", "heldout"),
+        default=None,
+        help="make only this split's clips (the others are planned, their speech synthesised "
+        "for the plan's top-up rounds, no video); default: both",
+    )
+    synth.add_argument(
+        "--espeak-clip-seconds",
+        type=float,
+        default=None,
+        help="planning: average espeak speech seconds per clip (default: the current "
+        "figure; the 30-minute corpus of the shipped model was planned with 3.5)",
+    )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
 
     prep = data_commands.add_parser(
@@ -62,6 +76,14 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=float,
         default=0.1,
         help="reject a clip when more than this fraction of frames has no single face",
+    )
+    prep.add_argument(
+        "--basis",
+        type=Path,
+        default=None,
+        help="take the dynamics basis and identity shapes from this motion checkpoint (or "
+        "model folder, or prepared dataset) instead of fitting them: a held-out set in a "
+        "trained model's coordinates",
     )
     prep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
 
@@ -157,8 +179,13 @@ def run_data(args: argparse.Namespace) -> int:
             espeak_voices=tuple(args.voices) if args.voices else None,
             espeak_heldout_voice=args.heldout_voice,
             human_share=args.human_share,
+            **(
+                {"espeak_seconds_per_clip": args.espeak_clip_seconds}
+                if args.espeak_clip_seconds
+                else {}
+            ),
         )
-        summary = generate_corpus(args.out, plan=plan, workers=args.workers)
+        summary = generate_corpus(args.out, plan=plan, workers=args.workers, split=args.split)
         log.info("%s", summary.describe())
         from engine.data.synth.preview import write_key_shapes, write_preview
 
@@ -181,6 +208,7 @@ def run_data(args: argparse.Namespace) -> int:
             max_skipped_fraction=args.max_skipped,
             subject=args.subject,
             workers=args.workers,
+            basis=args.basis,
         )
         return 0
     if args.data_command == "stats":

@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 
 from engine.audio import resample
-from engine.data.prep.dataset import TalkingHeadDataset, clip_dir, read_header, read_track
+from engine.data.prep.dataset import (
+    TRACK_NAME,
+    TalkingHeadDataset,
+    clip_dir,
+    read_header,
+    read_track,
+)
+from engine.data.prep.pipeline import prepare
 from engine.data.synth.corpus import (
     ESPEAK_HELDOUT_VOICE,
     CorpusPlan,
@@ -27,6 +34,7 @@ from engine.data.synth.corpus import (
 from engine.data.synth.coverage import corpus_coverage
 from engine.data.synth.preview import write_key_shapes, write_preview
 from engine.data.tracker_agreement import measure as tracker_agreement
+from engine.errors import EngineError
 from engine.face3d import LIPS
 from engine.speech.phonemes import SILENCE
 from presenter.cli import main as cli_main
@@ -118,7 +126,7 @@ def test_tracked_mouth_follows_the_speech_at_zero_lag(small_dataset: SmallDatase
     opening, loudness = [], []
     for clip in header.clips:
         track = read_track(
-            clip_dir(small_dataset.dataset, clip.id) / "track.safetensors",
+            clip_dir(small_dataset.dataset, clip.id) / TRACK_NAME,
             ["mouth_opening", "valid"],
         )
         audio = np.zeros(0, np.float32)
@@ -173,8 +181,57 @@ def test_lip_ground_truth_is_carried_into_crop_space(small_dataset: SmallDataset
     header = read_header(small_dataset.dataset)
     clip = header.clips[0]
     track = read_track(
-        clip_dir(small_dataset.dataset, clip.id) / "track.safetensors",
+        clip_dir(small_dataset.dataset, clip.id) / TRACK_NAME,
         ["ground_truth_landmarks2d", "landmarks2d"],
     )
     lips_truth = track["ground_truth_landmarks2d"][:, list(LIPS)]
     assert np.all((lips_truth > 0) & (lips_truth < header.crop.size))
+
+
+def test_the_espeak_clip_length_of_a_plan_sets_its_clip_counts() -> None:
+    def count(plan: CorpusPlan) -> dict[str, int]:
+        specs = plan_clips(plan)
+        return {
+            s: sum(1 for c in specs if (c.source, c.split) == ("espeak", s))
+            for s in ("train", "heldout")
+        }
+
+    # the 30-minute corpus of the shipped model: planned with 3.5 s per espeak clip
+    assert count(CorpusPlan(minutes=30, seed=0, espeak_seconds_per_clip=3.5)) == {
+        "train": 232,
+        "heldout": 26,
+    }
+    assert count(CorpusPlan(minutes=30, seed=0)) == {"train": 193, "heldout": 22}
+
+
+def test_one_split_of_a_plan_makes_only_its_clips(tmp_path: Path) -> None:
+    plan = CorpusPlan(minutes=0.2, seed=5, sources=("espeak",))
+    summary = generate_corpus(tmp_path / "c", plan=plan, workers=1, split="heldout")
+    made = sorted(p.stem for p in (tmp_path / "c" / "clips").glob("*.json"))
+    planned_only = sorted(p.stem for p in (tmp_path / "c" / "speech_only").glob("*.json"))
+    heldout = sorted(s.clip_id for s in plan_clips(plan) if s.split == "heldout")
+    assert made and set(heldout) <= set(made)
+    assert all("-heldout-" in name for name in made)
+    assert planned_only and all("-train-" in name for name in planned_only)
+    assert not list((tmp_path / "c" / "clips").glob("*-train-*"))
+    assert summary.speech_minutes["espeak"] > 0
+    with pytest.raises(EngineError, match="heldout corpus of this plan"):
+        generate_corpus(tmp_path / "c", plan=plan, workers=1)
+
+
+def test_prep_with_a_given_basis_keeps_its_coordinates(
+    small_dataset: SmallDataset, tmp_path: Path
+) -> None:
+    header = read_header(small_dataset.dataset)
+    heldout = header.clips_in("heldout")[:2]
+    videos = [small_dataset.corpus / "clips" / f"{clip.id}.mp4" for clip in heldout]
+    for video in videos:  # the sidecars go along (split, subject, phones, ground truth)
+        for suffix in (".mp4", ".json", ".landmarks.safetensors"):
+            shutil.copy(video.with_suffix(suffix), tmp_path / video.with_suffix(suffix).name)
+    out = tmp_path / "heldout"
+    prepare([tmp_path / v.name for v in videos], out, workers=1, basis=small_dataset.dataset)
+    for clip in heldout:
+        ours = read_track(clip_dir(out, clip.id) / TRACK_NAME, ["coefficients"])
+        theirs = read_track(clip_dir(small_dataset.dataset, clip.id) / TRACK_NAME, ["coefficients"])
+        np.testing.assert_allclose(ours["coefficients"], theirs["coefficients"], atol=1e-4)
+    assert read_header(out).dynamics["fitted_on"].startswith("taken from")

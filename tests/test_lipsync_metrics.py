@@ -9,9 +9,12 @@ from engine.face3d import INNER_LIP_PAIRS, LIPS
 from engine.lipsync_metrics import (
     best_lag,
     closing_delay_ms,
+    last_phone_end_s,
     lip_distance_px,
     mouth_gap_px,
     pearson,
+    pooled_correlation,
+    speech_frames,
 )
 
 
@@ -76,3 +79,47 @@ def test_closing_delay_counts_from_the_end_of_speech() -> None:
     assert closing_delay_ms(gap, 1.19, fps=fps, rest_gap=1.0) == pytest.approx(110.0)
     gap[32:] = 5.0
     assert closing_delay_ms(gap, 1.19, fps=fps, rest_gap=1.0) is None
+
+
+PHONES = [["SIL", 0.0, 0.4], ["HH", 0.4, 0.52], ["AY", 0.52, 0.8], ["SIL", 0.8, 1.2]]
+
+
+def test_speech_frames_follow_the_phone_timings() -> None:
+    speech = speech_frames(PHONES, 30, 25.0)
+    # frame k is centred at (k + 0.5) / 25 s: frames 10..19 lie in 0.4-0.8 s
+    assert np.flatnonzero(speech).tolist() == list(range(10, 20))
+    assert not speech_frames([], 5, 25.0).any()
+
+
+def test_last_phone_end_is_the_end_of_the_last_spoken_phone() -> None:
+    assert last_phone_end_s(PHONES) == pytest.approx(0.8)
+    assert np.isnan(last_phone_end_s([["SIL", 0.0, 1.0]]))
+
+
+def test_closing_from_the_last_phone_on_a_clip() -> None:
+    fps = 25.0
+    gap = np.full(30, 1.0)
+    gap[10:22] = 6.0  # open through the speech and two frames past its end (0.8 s)
+    end = last_phone_end_s(PHONES)
+    # closed from frame 22, centred at 0.9 s: 100 ms after the last phone
+    assert closing_delay_ms(gap, end, fps=fps, rest_gap=1.0) == pytest.approx(100.0)
+
+
+def test_speech_only_correlation_leaves_the_silence_out() -> None:
+    rng = np.random.default_rng(4)
+    speech = np.zeros(60, bool)
+    speech[15:45] = True
+    real = np.where(speech, 3.0 + rng.normal(size=60), 0.0)
+    # a mouth that is shut in silence and open but random in speech: pooled it correlates
+    # with the real one through the silence alone, over speech it does not
+    rendered = np.where(speech, 3.0 + rng.normal(size=60), 0.0)
+    pooled = pooled_correlation([rendered], [real])
+    speech_only = pooled_correlation([rendered], [real], [speech])
+    assert pooled > 0.8
+    assert abs(speech_only) < 0.4
+    assert speech_only == pytest.approx(pearson(rendered[speech], real[speech]))
+    # pooled over clips: the frames of both clips together
+    both = pooled_correlation(
+        [real[:30], real[30:]], [real[:30], real[30:]], [speech[:30], speech[30:]]
+    )
+    assert both == pytest.approx(1.0)

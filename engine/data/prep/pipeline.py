@@ -6,6 +6,12 @@ exactly one face, fill short tracking gaps, compute stabilised crop transforms, 
 crops video and the per-frame arrays. Then, over all kept clips: one identity shape per
 subject, the dynamics PCA fitted on the train split, coefficients for every clip, and the
 mel statistics of the train split.
+
+``basis`` (a motion checkpoint, or a dataset folder) skips the fit: the identity shapes,
+the dynamics basis and its template are taken from it, so the coefficients are in that
+model's coordinates (a held-out set prepared apart from the training data, to measure a
+trained model on). The mel statistics are still those of the clips given; a motion model
+carries its own.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from engine.data.prep.dataset import (
     CropVideoWriter,
     DatasetHeader,
     clip_dir,
+    read_basis,
     read_track,
     write_basis,
     write_header,
@@ -383,14 +390,54 @@ def _evenly(indices: np.ndarray, limit: int) -> np.ndarray:
     return indices[np.linspace(0, len(indices) - 1, limit).round().astype(np.int64)]
 
 
+@dataclass(frozen=True)
+class FixedBasis:
+    """A dynamics basis, its template and identity shapes taken from elsewhere."""
+
+    basis: DynamicsBasis
+    template: np.ndarray
+    identities: dict[str, np.ndarray]
+    source: str
+
+
+def load_fixed_basis(path: str | Path) -> FixedBasis:
+    """The basis of a motion checkpoint file (``motion.safetensors``, or a folder holding
+    one) or of a prepared dataset (its folder or its basis file)."""
+    path = Path(path)
+    if path.is_dir() and (path / BASIS_NAME).is_file():
+        basis, template, identities = read_basis(path)
+        return FixedBasis(basis, template, identities, str(path / BASIS_NAME))
+    if path.is_file() and path.name == BASIS_NAME:
+        basis, template, identities = read_basis(path.parent)
+        return FixedBasis(basis, template, identities, str(path))
+    checkpoint = path / "motion.safetensors" if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise EngineError(f"{path}: neither a motion checkpoint nor a prepared dataset")
+    from engine.motion import load_motion_checkpoint
+
+    motion = load_motion_checkpoint(checkpoint)
+    return FixedBasis(motion.basis, motion.template, dict(motion.identities), str(checkpoint))
+
+
 def _finish(
-    out_dir: Path, entries: list[ClipEntry], rejected: dict[str, str], config: PrepareConfig
+    out_dir: Path,
+    entries: list[ClipEntry],
+    rejected: dict[str, str],
+    config: PrepareConfig,
+    fixed: FixedBasis | None = None,
 ) -> DatasetHeader:
     """Second pass: identity shapes, dynamics basis, coefficients, mel statistics, header."""
     tracks = {entry.id: read_track(clip_dir(out_dir, entry.id) / TRACK_NAME) for entry in entries}
+    if fixed is not None:
+        missing = sorted({entry.subject for entry in entries} - set(fixed.identities))
+        if missing:
+            raise EngineError(f"{fixed.source} has no identity shape for subjects {missing}")
 
     identities: dict[str, np.ndarray] = {}
     for subject in sorted({entry.subject for entry in entries}):
+        if fixed is not None:
+            identities[subject] = fixed.identities[subject]
+            continue
         points, openings = [], []
         for entry in entries:
             if entry.subject == subject:
@@ -404,20 +451,27 @@ def _finish(
     fit_entries = [entry for entry in entries if entry.split == "train"]
     fitted_on = "train"
     if not fit_entries:
-        log.warning("no train clip: the dynamics basis and mel statistics use held-out clips")
+        if fixed is None:
+            log.warning("no train clip: the dynamics basis and mel statistics use held-out clips")
         fit_entries, fitted_on = entries, "heldout"
-    offsets = np.concatenate(
-        [
-            tracks[entry.id]["lower_face"][tracks[entry.id]["valid"]] - identities[entry.subject]
-            for entry in fit_entries
-        ]
-    )
-    offsets = offsets[_evenly(np.arange(len(offsets)), _MAX_PCA_FRAMES)]
-    if len(offsets) < 2:
-        raise EngineError("fewer than two valid frames in the train split; add more video")
-    basis = DynamicsBasis.fit(
-        offsets, num_components=config.dynamics_components, variance=config.dynamics_variance
-    )
+    if fixed is None:
+        offsets = np.concatenate(
+            [
+                tracks[entry.id]["lower_face"][tracks[entry.id]["valid"]]
+                - identities[entry.subject]
+                for entry in fit_entries
+            ]
+        )
+        offsets = offsets[_evenly(np.arange(len(offsets)), _MAX_PCA_FRAMES)]
+        if len(offsets) < 2:
+            raise EngineError("fewer than two valid frames in the train split; add more video")
+        basis = DynamicsBasis.fit(
+            offsets, num_components=config.dynamics_components, variance=config.dynamics_variance
+        )
+        fitted_frames = len(offsets)
+    else:
+        basis, fitted_frames = fixed.basis, 0
+        fitted_on = f"taken from {fixed.source}"
 
     mel_sum = np.zeros(config.mel.num_mels, np.float64)
     mel_squares = np.zeros(config.mel.num_mels, np.float64)
@@ -434,7 +488,7 @@ def _finish(
         track = dict(tracks[entry.id])
         track["coefficients"] = basis.encode(track["lower_face"], identities[entry.subject])
         write_track(clip_dir(out_dir, entry.id) / TRACK_NAME, track)
-    template = canonical_template()
+    template = canonical_template() if fixed is None else fixed.template
     write_basis(out_dir, basis, template=template, identities=identities)
 
     header = DatasetHeader(
@@ -450,7 +504,7 @@ def _finish(
             "explained_variance_ratio": basis.explained_variance_ratio.tolist(),
             "coefficient_std": np.sqrt(basis.variances).tolist(),
             "fitted_on": fitted_on,
-            "fitted_frames": len(offsets),
+            "fitted_frames": fitted_frames,
             "closed_fraction": config.closed_fraction,
             "units": "inter-ocular distances in the canonical head frame",
         },
@@ -475,6 +529,7 @@ def prepare(
     workers: int | None = None,
     overwrite: bool = False,
     config: PrepareConfig | None = None,
+    basis: str | Path | None = None,
 ) -> PrepareReport:
     """Prepare ``videos`` (files, or folders searched for video files) into ``out_dir``.
 
@@ -482,7 +537,8 @@ def prepare(
     and in ``dataset.json``) while the others go on; :class:`EngineError` only when no
     clip is left. ``subject`` names the person in every video (else each clip's sidecar
     ``subject``, else the clip id). ``config`` gives the remaining settings; ``crop_size``
-    and ``max_skipped_fraction`` override it.
+    and ``max_skipped_fraction`` override it. ``basis``: take the dynamics basis and the
+    identity shapes from a motion checkpoint or a dataset instead of fitting them.
     """
     started = time.monotonic()
     base = config or PrepareConfig()
@@ -502,6 +558,7 @@ def prepare(
         shutil.rmtree(out_dir / CLIPS_DIR, ignore_errors=True)
         for name in (HEADER_NAME, BASIS_NAME):
             (out_dir / name).unlink(missing_ok=True)
+    fixed = load_fixed_basis(basis) if basis is not None else None
     paths = _expand_videos(videos)
     if not paths:
         raise EngineError("no video to prepare; give video files or folders holding them")
@@ -527,7 +584,7 @@ def prepare(
     if not entries:
         reasons = "; ".join(rejected.values())
         raise EngineError(f"no usable clip among {len(jobs)} video(s): {reasons}")
-    header = _finish(out_dir, entries, rejected, config)
+    header = _finish(out_dir, entries, rejected, config, fixed)
     frames = sum(outcome.frames for outcome in outcomes)
     seconds = time.monotonic() - started
     log.info(

@@ -8,7 +8,10 @@ and write, per clip, ``clips/<id>.mp4`` (512x512, 25 fps, speech at its native r
 with a sidecar is complete). A run that is stopped picks up where it was.
 
 A fixed part of every source is held out for evaluation: one espeak-ng voice and its
-sentences, a tenth of the Piper sentences and a tenth of the real prompts.
+sentences, a tenth of the Piper sentences and a tenth of the real prompts. ``split`` makes
+the clips of one split only: the other split's clips are still planned and their speech
+synthesised (no video; ``speech_only/<id>.json`` holds its seconds), so the top-up rounds,
+which depend on the seconds made, plan the same clips as a run of the whole corpus.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ SUBJECT = "default-avatar"
 HELDOUT_FRACTION = 0.1
 ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
 ESPEAK_HELDOUT_VOICE = "en-us+f3"
-# Average speech seconds per clip by source, used only to plan how many clips to make.
-_PLANNING_SECONDS_PER_CLIP = {"espeak": 4.2, "piper": 5.0, "human": 2.7}
+# Average speech seconds per clip by source, used only to plan how many clips to make
+# (espeak's is a plan field: corpora planned before it was measured used 3.5).
+_PLANNING_SECONDS_PER_CLIP = {"piper": 5.0, "human": 2.7}
+ESPEAK_SECONDS_PER_CLIP = 4.2
+SPEECH_ONLY_DIR = "speech_only"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +61,7 @@ class CorpusPlan:
     piper_share: float = 0.25
     lead_silence_s: float = 0.4
     tail_silence_s: float = 0.5
+    espeak_seconds_per_clip: float = ESPEAK_SECONDS_PER_CLIP
 
     def __post_init__(self) -> None:
         if self.minutes <= 0:
@@ -66,6 +73,8 @@ class CorpusPlan:
             )
         if not 0 <= self.human_share <= 1 or not 0 <= self.piper_share <= 1:
             raise EngineError("source shares must be between 0 and 1")
+        if self.espeak_seconds_per_clip <= 0:
+            raise EngineError("espeak_seconds_per_clip must be positive")
         if self.espeak_heldout_voice in self.training_voices():
             raise EngineError(
                 f"the held-out voice {self.espeak_heldout_voice} is also a training voice; "
@@ -151,9 +160,11 @@ def plan_clips(
     heldout_sentences = SentenceGenerator(seed=_stable_hash("heldout", plan.seed, round_index))
     tag = f"r{round_index}-" if round_index else ""
 
+    per_clip = {**_PLANNING_SECONDS_PER_CLIP, "espeak": plan.espeak_seconds_per_clip}
+
     def count_for(source: str, fraction: float) -> int:
         wanted = seconds.get(source, 0.0) * fraction
-        return int(np.ceil(wanted / _PLANNING_SECONDS_PER_CLIP[source])) if wanted > 0 else 0
+        return int(np.ceil(wanted / per_clip[source])) if wanted > 0 else 0
 
     for source in ("espeak", "piper"):
         if seconds.get(source, 0) <= 0:
@@ -281,9 +292,16 @@ def _pad_utterance(utterance, plan: CorpusPlan):  # type: ignore[no-untyped-def]
 
 
 def _make_clip(
-    spec: ClipSpec, plan: CorpusPlan, clips_dir: Path, sources: _SpeechSources, renderer: object
+    spec: ClipSpec,
+    plan: CorpusPlan,
+    clips_dir: Path,
+    sources: _SpeechSources,
+    renderer: object,
+    *,
+    split: str | None = None,
 ) -> float:
-    """Make one clip; returns its speech seconds."""
+    """Make one clip (only its speech when ``split`` names another split); returns its
+    speech seconds."""
     from safetensors.numpy import save_file
 
     from engine.data.synth.render import AvatarRenderer
@@ -293,6 +311,13 @@ def _make_clip(
 
     assert isinstance(renderer, AvatarRenderer)
     utterance = sources.utterance(spec)
+    if split is not None and spec.split != split:  # planned only: its seconds, no video
+        record = {"clip_id": spec.clip_id, "source": spec.source, "split": spec.split}
+        record["speech_seconds"] = utterance.duration
+        speech_only = clips_dir.parent / SPEECH_ONLY_DIR
+        speech_only.mkdir(exist_ok=True)
+        (speech_only / f"{spec.clip_id}.json").write_text(json.dumps(record))
+        return float(utterance.duration)
     audio, phones, words, frame_count = _pad_utterance(utterance, plan)
     timeline = tuple(TimedSpan(label=p, start=s, end=e) for p, s, e in phones)
     controls = controls_for_phones(timeline, frame_count, fps=FPS)
@@ -340,7 +365,9 @@ def _make_clip(
     return utterance.duration
 
 
-def _worker_main(plan: CorpusPlan, clips_dir: Path, jobs: mp.Queue, results: mp.Queue) -> None:
+def _worker_main(
+    plan: CorpusPlan, clips_dir: Path, split: str | None, jobs: mp.Queue, results: mp.Queue
+) -> None:
     """A worker process: one renderer and one set of voices, then clips until told to stop."""
     import cv2
 
@@ -355,23 +382,34 @@ def _worker_main(plan: CorpusPlan, clips_dir: Path, jobs: mp.Queue, results: mp.
         if spec is None:
             return
         try:
-            seconds = _make_clip(spec, plan, clips_dir, sources, renderer)
+            seconds = _make_clip(spec, plan, clips_dir, sources, renderer, split=split)
             results.put((spec.clip_id, spec.source, seconds, ""))
         except Exception as exc:  # reported per clip; the corpus goes on
             log.exception("clip %s failed", spec.clip_id)
             results.put((spec.clip_id, spec.source, 0.0, f"{type(exc).__name__}: {exc}"))
 
 
+def _made(clips_dir: Path) -> list[Path]:
+    """The sidecars of the clips made and the records of those planned only."""
+    return [*clips_dir.glob("*.json"), *(clips_dir.parent / SPEECH_ONLY_DIR).glob("*.json")]
+
+
 def _existing_seconds(clips_dir: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
-    for sidecar in clips_dir.glob("*.json"):
+    for sidecar in _made(clips_dir):
         meta = json.loads(sidecar.read_text())
         seconds[meta["source"]] = seconds.get(meta["source"], 0.0) + float(meta["speech_seconds"])
     return seconds
 
 
 def _run_specs(
-    specs: Sequence[ClipSpec], plan: CorpusPlan, clips_dir: Path, workers: int, progress: tqdm
+    specs: Sequence[ClipSpec],
+    plan: CorpusPlan,
+    clips_dir: Path,
+    workers: int,
+    progress: tqdm,
+    *,
+    split: str | None = None,
 ) -> list[str]:
     """Make the given clips in ``workers`` processes; returns the error lines."""
     context = mp.get_context("spawn")
@@ -380,7 +418,9 @@ def _run_specs(
     for spec in specs:
         jobs.put(spec)
     processes = [
-        context.Process(target=_worker_main, args=(plan, clips_dir, jobs, results), daemon=True)
+        context.Process(
+            target=_worker_main, args=(plan, clips_dir, split, jobs, results), daemon=True
+        )
         for _ in range(min(workers, len(specs)))
     ]
     for _ in processes:
@@ -445,9 +485,12 @@ def _check_sources(plan: CorpusPlan) -> None:
 
 
 def generate_corpus(
-    out_dir: Path, *, plan: CorpusPlan, workers: int | None = None
+    out_dir: Path, *, plan: CorpusPlan, workers: int | None = None, split: str | None = None
 ) -> CorpusSummary:
-    """Generate (or finish) the corpus of ``plan`` in ``out_dir``; resumable."""
+    """Generate (or finish) the corpus of ``plan`` in ``out_dir``; resumable. ``split``
+    ("train" or "heldout"): only that split's clips get video (see the module doc)."""
+    if split is not None and split not in ("train", "heldout"):
+        raise EngineError(f"split must be train or heldout, got {split!r}")
     started = time.monotonic()
     out_dir = Path(out_dir)
     clips_dir = out_dir / "clips"
@@ -456,12 +499,18 @@ def generate_corpus(
     plan_record = asdict(plan)
     _check_sources(plan)
     if manifest.exists():
-        previous = json.loads(manifest.read_text()).get("plan")
+        stored = json.loads(manifest.read_text())
+        previous = stored.get("plan")
         if previous is not None and _plan_from_record(previous) != plan:
             raise EngineError(
                 f"{out_dir} holds a corpus of another plan ({previous}); use a new --out folder"
             )
-    manifest.write_text(json.dumps({"plan": plan_record}, indent=1))
+        if stored.get("split") != split:
+            raise EngineError(
+                f"{out_dir} holds the {stored.get('split') or 'whole'} corpus of this plan, "
+                f"not the {split or 'whole'} one; use a new --out folder"
+            )
+    manifest.write_text(json.dumps({"plan": plan_record, "split": split}, indent=1))
     workers = workers or os.cpu_count() or 1
     targets = plan.minutes_by_source()
     summary = CorpusSummary(out_dir=out_dir)
@@ -481,7 +530,7 @@ def generate_corpus(
             missing = {s: targets[s] * 60 - done.get(s, 0.0) for s in targets}
             if round_index and all(m <= 0.02 * targets[s] * 60 for s, m in missing.items()):
                 break
-            existing = frozenset(p.stem for p in clips_dir.glob("*.json"))
+            existing = frozenset(p.stem for p in _made(clips_dir))
             specs = [
                 spec
                 for spec in plan_clips(
@@ -497,7 +546,7 @@ def generate_corpus(
             ]
             if not specs:
                 continue
-            errors += _run_specs(specs, plan, clips_dir, workers, bar)
+            errors += _run_specs(specs, plan, clips_dir, workers, bar, split=split)
             summary.clips_made += len(specs)
     if errors:
         log.warning("%d clips failed (first: %s)", len(errors), errors[0])
@@ -510,6 +559,7 @@ def generate_corpus(
         json.dumps(
             {
                 "plan": plan_record,
+                "split": split,
                 "coverage": coverage.to_json(),
                 "errors": errors,
                 "wall_seconds_last_run": summary.wall_seconds,
