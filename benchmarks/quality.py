@@ -478,8 +478,10 @@ def measure(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--model", default="default", help="model name or folder")
     parser.add_argument("--data", type=Path, required=True, help="a prepared dataset")
     parser.add_argument(
@@ -495,7 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-clips", type=int, default=None, help="evaluate only the first N clips of each source"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
