@@ -57,7 +57,10 @@ def provenance(module: str, argv: Sequence[str] | None = None) -> dict[str, Any]
     """The provenance of a result written now by ``python -m module`` with ``argv`` (default:
     this process's arguments)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # the results folder is what benchmarks write: it does not make the code dirty
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"
+    )
     return {
         "command": " ".join(["python", "-m", module, *arguments]),
         "module": module,
