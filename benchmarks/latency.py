@@ -65,6 +65,7 @@ from presenter.testing.latency import (
     SYNC_TOLERANCE_MS,
     TraceReader,
     TraceUnavailable,
+    av_summary,
     lookahead_ms,
     parse_sync_modes,
     summary,
@@ -455,14 +456,7 @@ def _table(result: dict[str, Any]) -> str:
             ("glass2glass", item["glass_to_glass_ms"]),
         ):
             lines.append(f"  {label:<10} p50 {s['p50']} / p95 {s['p95']} / p99 {s['p99']} ms")
-        for mode, av in item["av_offset"].items():
-            late = av["from_2s"]
-            lines.append(
-                f"  A/V sync={mode:<8} median {av['median_ms']} ms, p95 |.| {av['p95_abs_ms']} "
-                f"ms over {av['clicks']} clicks, settled within 20 ms at "
-                f"{av['settle_20ms_s']} s; from 2 s: p95 |.| {late['p95_abs_ms']} / max "
-                f"{late['max_abs_ms']} ms, slope {late['slope_ms_per_min']} ms/min"
-            )
+        lines += [f"  {av_summary(mode, av)}" for mode, av in item["av_offset"].items()]
     lines.append(f"ratios model/prerendered: {json.dumps(result['ratios'])}")
     for name, goal in result["goals"].items():
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[goal["pass"]]

@@ -36,6 +36,7 @@ from typing import Any
 from benchmarks.provenance import provenance
 from presenter.testing.latency import (
     SYNC_MODES,
+    av_summary,
     click_series,
     offset_figures,
     parse_sync_modes,
@@ -152,13 +153,7 @@ def _table(result: dict[str, Any]) -> str:
             f"  {'-' if median is None else f'{median:+.1f}':>13} ({len(item['av_offsets_ms'])})"
             f"  {g2g['p50'] or 0:.0f} / {g2g['p95'] or 0:.0f}"
         )
-    for mode, av in result["av_offset"].items():
-        late = av["from_2s"]
-        lines.append(
-            f"A/V sync={mode}: median {av['median_ms']} ms, p95 |.| {av['p95_abs_ms']} ms, "
-            f"settled within 20 ms at {av['settle_20ms_s']} s; from 2 s: p95 |.| "
-            f"{late['p95_abs_ms']} / max {late['max_abs_ms']} ms"
-        )
+    lines += [av_summary(mode, av) for mode, av in result["av_offset"].items()]
     return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@ the shipped model on ONNX Runtime."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,18 @@ if TYPE_CHECKING:  # the engine's modules are imported where used: collection st
     from engine.facade import AvatarEngine
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

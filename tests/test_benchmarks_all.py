@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, run_module
 
 
 def _all(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.all", *arguments],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_module("benchmarks.all", *arguments)
 
 
 def _provenance(module: str, arguments: list[str]) -> dict[str, Any]:
@@ -85,7 +77,7 @@ def test_a_result_kept_for_a_reason_is_a_note_not_a_failure(tmp_path: Path) -> N
 def test_quick_reruns_and_compares_the_keys(tmp_path: Path) -> None:
     """The quick rerun of the motion benchmark (seconds, the shipped model) against a
     committed result: the same keys pass; a key the code no longer writes fails."""
-    committed_path = REPOSITORY / "benchmarks" / "results" / "motion_silence.json"
+    committed_path = REPO / "benchmarks" / "results" / "motion_silence.json"
     committed = json.loads(committed_path.read_text())
     _write(tmp_path, "motion_silence.json", committed)
     same = _all("--quick", "--results", str(tmp_path))

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import cv2
 
-from tests.conftest import REPO, SmallDataset
+from tests.conftest import SmallDataset, run_module
 
 
 def _quality(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.quality", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
+    return run_module("benchmarks.quality", *args, timeout=1200)
 
 
 def test_quality_benchmark_on_a_new_heldout_voice_clip(small_dataset: SmallDataset, tmp_path):

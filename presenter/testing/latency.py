@@ -211,6 +211,17 @@ def offset_figures(series: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
+def av_summary(mode: str, figures: dict[str, Any]) -> str:
+    """One line of a correction's A/V figures (as :func:`sync_mode_figures` gives them)."""
+    late = figures["from_2s"]
+    return (
+        f"A/V sync={mode:<8} median {figures['median_ms']} ms, p95 |.| "
+        f"{figures['p95_abs_ms']} ms over {figures['clicks']} clicks, settled within 20 ms at "
+        f"{figures['settle_20ms_s']} s; from 2 s: p95 |.| {late['p95_abs_ms']} / max "
+        f"{late['max_abs_ms']} ms, slope {late['slope_ms_per_min']} ms/min"
+    )
+
+
 def sync_mode_figures(viewers: list[tuple[str, list[tuple[float, float]]]]) -> dict[str, Any]:
     """``(sync mode, click series)`` per viewer -> per mode: :func:`offset_figures` of all
     its viewers' clicks merged by time, with the drift figures (overall and ``from_2s``) of
