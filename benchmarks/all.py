@@ -45,7 +45,8 @@ class Benchmark:
     ``None`` when ``--quick`` does not rerun it; ``kept``: why a result without provenance
     may stay (it cannot be rerun on this machine); ``open_maps``: key paths whose children
     are named by the configuration or the data ("" for the top level); ``per_entry``: the
-    file holds entries, each written by a run of its own with its own provenance.
+    file holds entries (named by configuration), each written by a run of its own with its
+    own provenance; its ``open_maps`` are then paths within an entry.
     ``parser``: "module:function" that builds the writing command's parser (default: the
     module's ``build_parser``)."""
 
@@ -81,12 +82,18 @@ BENCHMARKS = (
     Benchmark("motion_silence.json", "benchmarks.motion_silence", quick=()),
     Benchmark("say_latency.json", "benchmarks.say_latency", quick=("--says", "1")),
     Benchmark("sessions.json", "benchmarks.sessions", quick=("--max", "1", "--seconds", "3")),
-    Benchmark("latency.json", "benchmarks.latency", quick=("--seconds", "5")),
+    Benchmark(
+        "latency.json",
+        "benchmarks.latency",
+        quick=("--seconds", "5"),
+        # by the pages' corrections (--sync)
+        open_maps=tuple(f"configurations.{c}.av_offset" for c in ("model", "prerendered")),
+    ),
     Benchmark(
         "live.json",
         "benchmarks.live",
         quick=("--viewers", "1", "--seconds", "5"),
-        open_maps=("",),
+        open_maps=("av_offset",),  # (in each entry) by the pages' corrections (--sync)
         per_entry=True,
     ),
     Benchmark("quality.json", "benchmarks.quality"),
