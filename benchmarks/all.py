@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-REPOSITORY = RESULTS.parent.parent
+from benchmarks.provenance import REPOSITORY, RESULTS
+
 PROVENANCE = "provenance"
 
 

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency_plots import plot_av_offset, plot_stages
-from benchmarks.provenance import write_result
+from benchmarks.provenance import RESULTS, write_result
 from presenter.testing.latency import (
     PRODUCTION_SYNC,
     STAGES,
@@ -87,7 +87,6 @@ from presenter.testing.live_harness import (
     write_speech,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH_MARGIN_S = 12.0  # speech before and after the window: connect, settle, the last frames
 SETTLE_S = 3.0  # from the first speech to the window's start
 

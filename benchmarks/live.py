@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.provenance import provenance
+from benchmarks.provenance import RESULTS, provenance
 from presenter.testing.latency import (
     SYNC_MODES,
     av_summary,
@@ -54,7 +54,6 @@ from presenter.testing.live_harness import (
     wait_connected,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH_SECONDS = 15.0  # about what espeak-ng takes for SPEECH at its default rate
 
 

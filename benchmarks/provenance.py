@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS = REPOSITORY / "benchmarks" / "results"  # where the committed results live
 
 
 def _git(*args: str) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from websockets.sync.client import connect
 
-from benchmarks.provenance import write_result
+from benchmarks.provenance import RESULTS, write_result
 from presenter.testing.live_harness import (
     chromium,
     click_start,
@@ -40,7 +40,6 @@ from presenter.testing.live_harness import (
     wait_connected,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SENTENCES = (
     "Hello there.",
     "Good morning, everyone.",

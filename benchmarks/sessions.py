@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.latency import SETTLE_S, SPEECH_MARGIN_S, ServeFailed, machine_facts, versions
-from benchmarks.provenance import write_result
+from benchmarks.provenance import RESULTS, write_result
 from presenter.testing.latency import viewer_figures
 from presenter.testing.live_harness import (
     SPEECH,
@@ -43,7 +43,6 @@ from presenter.testing.live_harness import (
     write_speech,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FPS_FLOOR = 24.0  # presented frames per second a viewer must see (25 fps, one frame of slack)
 
 
