@@ -11,6 +11,12 @@ class RigConfig:
     """Geometry of the rig. Lengths are fractions of the mouth width unless marked ``_px``.
 
     Per-ring factors run from the outer contour to the visible inner edge.
+
+    The ranges are set so that the rig articulates like a person (figures over the outer
+    eye-corner distance, :mod:`engine.articulation`): the inner-lip gap at open vowels about
+    0.2 (a person: about 0.15-0.2 on /aa/, with a 95th percentile of 0.42 on real footage),
+    about half that at close vowels, sealed lips on /p b m/, and the mouth on rounded sounds
+    about 0.7 of its width on spread vowels. ``benchmarks/README.md`` has the measured table.
     """
 
     # Where the photo's visible inner lip edges lie beyond MediaPipe's inner contours (upper,
@@ -26,12 +32,12 @@ class RigConfig:
     rest_lower_rings: tuple[float, float, float, float] = (0.6, 0.75, 0.9, 1.0)
     rest_jaw_share: float = 0.2  # how much of the lower lip's closing move the chin follows
     rest_smile_relax: float = 0.0  # the rest pose's corners, as negative lip_spread
-    jaw_open_max: float = 0.28  # lower lip drop at the centre when jaw_open = 1
+    jaw_open_max: float = 0.5  # lower lip drop at the centre when jaw_open = 1
     jaw_corner_in: float = 0.04  # corners move in as the jaw opens wide
     spread_max: float = 0.08  # each corner's outward move at lip_spread = 1
     spread_corner_lift: float = 0.03
     spread_thinning: float = 0.02
-    round_pull: float = 0.18  # each corner's inward move at lip_round = 1
+    round_pull: float = 0.24  # each corner's inward move at lip_round = 1
     round_opening: float = 0.03  # rounded lips part a little at the centre
     round_oval: float = 0.8  # how far rounding pulls the opening towards an oval
     round_oval_rings: tuple[float, float, float, float] = (0.25, 0.45, 0.7, 1.0)

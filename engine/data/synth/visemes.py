@@ -78,14 +78,14 @@ VISEME_TARGETS: Final[dict[str, dict[str, float]]] = {
     },
     "nn": {"jaw_open": 0.16, "tongue_tip": 1.0, "upper_lip_raise": 0.12, "lower_lip_drop": 0.1},
     "RR": {"jaw_open": 0.16, "lip_round": 0.35, "upper_lip_raise": 0.25, "lower_lip_drop": 0.1},
-    "aa": {"jaw_open": 0.85, "upper_lip_raise": 0.25, "lower_lip_drop": 0.6, "lip_spread": 0.1},
+    "aa": {"jaw_open": 0.8, "upper_lip_raise": 0.5, "lower_lip_drop": 1.0, "lip_spread": 0.1},
     "E": {"jaw_open": 0.45, "lip_spread": 0.4, "upper_lip_raise": 0.3, "lower_lip_drop": 0.5},
-    "ih": {"jaw_open": 0.25, "lip_spread": 0.55, "upper_lip_raise": 0.3, "lower_lip_drop": 0.2},
+    "ih": {"jaw_open": 0.18, "lip_spread": 0.55, "upper_lip_raise": 0.3, "lower_lip_drop": 0.2},
     "oh": {
         "jaw_open": 0.55, "lip_round": 0.6, "upper_lip_raise": 0.1, "lower_lip_drop": 0.1,
         "teeth_visibility": 0.6,
     },
-    "ou": {"jaw_open": 0.2, "lip_round": 1.0, "teeth_visibility": 0.4},
+    "ou": {"jaw_open": 0.15, "lip_round": 1.0, "teeth_visibility": 0.4},
 }  # fmt: skip
 
 # Dominance groups: each control belongs to one; each viseme has a strength per group.
