@@ -11,8 +11,9 @@ ground truth), each rendered and measured as the model is:
 1. the motion model predicts the clip's dynamics from its audio (log-mel of the clip's
    16 kHz track, the subject's default style); *lip error*: mean 3D lip-point distance of
    the prediction to the tracked dynamics, px at a 256-px crop;
-2. the generator renders every frame from the predicted dynamics (target: the real frame
-   with its lower face masked; reference: the clip's first frame, mouth closed), the crop
+2. the generator renders every frame from the predicted dynamics onto one still frame (the
+   clip's first frame, mouth at rest, as target and reference: as the presenter renders
+   onto its avatar's frames, and nothing of the real mouth reaches the rendering), the crop
    is blended into the 256-px face crop (upscaled from the generator's size) as the
    frame compositor does;
 3. MediaPipe's Face Landmarker tracks the rendered and the real crops the same way;
@@ -26,13 +27,19 @@ ground truth), each rendered and measured as the model is:
    sound, where the audio falls below the silence gate's level for good) to a rendered
    mouth that stays within 1 px of its leading-silence gap for 3 frames; the same
    measure on the real video for comparison;
-5. *self-reconstruction*: the generator on the tracked dynamics, PSNR and SSIM of the
-   composited face region (the blend support), at the generator's resolution and at
-   256 px.
+5. *articulation* (:mod:`engine.articulation`): inner-lip gap and mouth width over the
+   eye-corner distance, medians over the middle half of each phone per class; closure
+   (/p b m/ over open vowels), open over close vowels, rounding (rounded over spread
+   width), the gap's 5th and 95th percentiles; for every variant, the real (rig) video
+   tracked and the rig's ground truth; ``quality_visemes.png``: per viseme class (open
+   vowel, /p b m/, /f v/, /uw/) the rig's frames above the model's;
+6. *self-reconstruction*: the generator on the tracked dynamics onto the real frames,
+   PSNR and SSIM of the composited face region (the blend support), at the generator's
+   resolution and at 256 px.
 
 Writes ``quality.json`` (``results``: the model's figures on the espeak held-out voice, as
-earlier reports; ``by_source``: the rows, goals and pass/fail per source) and
-``quality_strip.png`` (ground truth above, output below) to ``--out`` (default
+earlier reports; ``by_source``: the rows, goals and pass/fail per source) and the
+pictures of ``benchmarks/quality_strips.py`` to ``--out`` (default
 ``benchmarks/results``).
 """
 
@@ -59,10 +66,12 @@ from benchmarks.quality_rows import (
     MAX_LAG_FRAMES,
     REAL,
     ClipMeasure,
+    articulation_markdown,
     markdown_table,
     source_rows,
     variant_row,
 )
+from benchmarks.quality_strips import VisemeStrips, speech_span, write_strip
 from engine.avatar_model import AvatarModel, load_avatar_model
 from engine.data.prep.dataset import (
     CROPS_NAME,
@@ -78,7 +87,6 @@ from engine.generator import composite, lower_face_region, mask_lower_face
 from engine.lipsync_baselines import LoudnessMouth, fit_loudness_mouth, speech_envelope
 from engine.lipsync_metrics import last_phone_end_s, speech_frames
 from engine.silence_gate import mel_energy
-from engine.speech.phonemes import SILENCE
 from engine.tracking import FaceTracker
 from engine.train.joint import DEFAULT_GATE, predict_split
 from engine.train.losses import psnr, ssim
@@ -88,13 +96,6 @@ log = logging.getLogger(__name__)
 
 METRIC_PX = 256
 BATCH = 16
-
-
-def _speech_span(clip: ClipEntry) -> tuple[float, float]:
-    spoken = [phone for phone in clip.meta.get("phones", []) if phone[0] != SILENCE]
-    if not spoken:
-        return float("nan"), float("nan")
-    return float(spoken[0][1]), float(spoken[-1][2])
 
 
 def _to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -119,9 +120,11 @@ def render_clip(
     coefficients: np.ndarray,
     reference_image: np.ndarray,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Render the frames ``crops`` (T, S, S, 3) from ``coefficients`` (T, K) with the
-    reference ``reference_image`` (S, S, 3): the 256-px composites (T, S, S, 3) uint8 and
-    the composites at the generator's size with their targets (float, for PSNR/SSIM)."""
+    """Render onto the target frames ``crops`` (T, S, S, 3) from ``coefficients`` (T, K)
+    with the reference ``reference_image`` (S, S, 3): the 256-px composites (T, S, S, 3)
+    uint8 and the composites at the generator's size with their targets (float, for
+    PSNR/SSIM). Pass a still frame repeated as ``crops`` to measure lip sync: nothing of
+    the targets' own mouths then reaches the rendering."""
     generator = model.generator.generator
     config = generator.config
     size = config.image_size
@@ -252,6 +255,9 @@ def measure_clip(
     if crops.shape[1] != METRIC_PX:
         crops = np.stack([cv2.resize(f, (METRIC_PX, METRIC_PX)) for f in crops])
     reference = crops[int(np.flatnonzero(valid)[0])]
+    # Lip sync is rendered onto this still frame (the leading silence: mouth at rest), as
+    # the presenter renders onto its avatar's frames: the real mouth cannot leak into it.
+    still = np.broadcast_to(reference, crops.shape)
     error = lips.displacement_px(torch.from_numpy(dynamics["model"][valid] - inputs.tracked[valid]))
     lip_error = torch.linalg.vector_norm(error, dim=-1).mean(dim=-1).numpy()
     rendered: dict[str, np.ndarray] = {}
@@ -262,12 +268,12 @@ def measure_clip(
             landmarks = rendered["model"].copy()
             if differs.size:
                 frames, _, _ = render_clip(
-                    model, clip.subject, crops[differs], values[differs], reference
+                    model, clip.subject, still[differs], values[differs], reference
                 )
                 landmarks[differs] = track_crops(tracker, frames)
             rendered[name] = landmarks
             continue
-        frames, _, _ = render_clip(model, clip.subject, crops, values, reference)
+        frames, _, _ = render_clip(model, clip.subject, still, values, reference)
         rendered[name] = track_crops(tracker, frames)
         if name == "model":
             model_frames = frames
@@ -289,7 +295,7 @@ def measure_clip(
     )
     rig = track.get("ground_truth_landmarks2d")
     phones = clip.meta.get("phones", [])
-    start, _ = _speech_span(clip)
+    start, _ = speech_span(phones)
     end = last_phone_end_s(phones)
     loud = np.flatnonzero(mel_energy(track["mel"]) > DEFAULT_GATE.silent_level)
     sound_end = float(loud[-1] * hop_s + window_s / 2.0) if loud.size else end
@@ -302,6 +308,7 @@ def measure_clip(
         rendered=rendered,
         loudness=inputs.loudness,
         speech=speech_frames(phones, clip.frames, fps),
+        phones=[tuple(phone) for phone in phones],
         speech_start_s=start,
         speech_end_s=end,
         sound_end_s=sound_end,
@@ -346,21 +353,6 @@ def model_summary(measures: list[ClipMeasure], fps: float) -> dict[str, Any]:
             "tracker_floor_lmd_px": real.get("lmd_px"),
         }
     return summary
-
-
-def write_strip(real: np.ndarray, rendered: np.ndarray, clip: ClipEntry, path: Path) -> Path:
-    """Ground truth above, output below, 8 frames spread over the speech."""
-    fps, frames = 25.0, 8
-    start_s, end_s = _speech_span(clip)
-    start = int(start_s * fps) if np.isfinite(start_s) else 0
-    end = int(end_s * fps) if np.isfinite(end_s) else len(real)
-    picks = np.linspace(start, max(start, min(end, len(real) - 1)), frames).astype(int)
-    top = np.concatenate([real[i] for i in picks], axis=1)
-    bottom = np.concatenate([rendered[i] for i in picks], axis=1)
-    strip = np.concatenate([top, bottom], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
-    return path
 
 
 def select_clips(
@@ -412,6 +404,7 @@ def measure(
     baselines = {source: fit_baselines(items) for source, items in by_source.items()}
     measures: list[ClipMeasure] = []
     strip: Path | None = None
+    visemes = VisemeStrips(fps)
     with FaceTracker(video=False, max_faces=1) as tracker:
         for number, item in enumerate(inputs, 1):
             mouth, mean = baselines[_source(item.clip)]
@@ -427,10 +420,12 @@ def measure(
                 window_s=header.mel.window_ms / 1000.0, fps=fps,
             )  # fmt: skip
             measures.append(result)
+            visemes.add(result.phones, real, rendered)
             if strip is None:
-                strip = write_strip(real, rendered, item.clip, out / "quality_strip.png")
+                strip = write_strip(real, rendered, result.phones, out / "quality_strip.png")
             log.info("%d/%d %s: %d frames", number, len(inputs), item.clip.id, item.clip.frames)
     assert strip is not None
+    viseme_strip = visemes.write(out / "quality_visemes.png")
     grouped: dict[str, list[ClipMeasure]] = {}
     for result in measures:
         grouped.setdefault(result.source, []).append(result)
@@ -472,6 +467,7 @@ def measure(
         "results": model_summary(headline, fps),
         "by_source": sources_report,
         "strip": str(strip),
+        "viseme_strip": None if viseme_strip is None else str(viseme_strip),
         "seconds": round(time.perf_counter() - began, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "torch_threads": torch.get_num_threads(),
@@ -526,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     for source, rows in report["by_source"].items():
         print(f"\n{source}: {rows['clips']} clips, {rows['frames']} frames")  # noqa: T201
         print(markdown_table(rows))  # noqa: T201
+        print(articulation_markdown(rows))  # noqa: T201
     return 0
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.articulation import ARTICULATION_GOALS, articulation
 from engine.lipsync_metrics import (
     best_lag,
     closing_delay_ms,
@@ -38,10 +39,12 @@ from engine.lipsync_metrics import (
 MAX_LAG_FRAMES = 5
 VARIANTS = ("model", "model_no_gate", "loudness", "mean")
 REAL = "real_video"
+RIG = "rig_ground_truth"  # the rig's own landmarks (articulation only)
 CLOSED_WITHIN_MS = 80.0
 # Goals, per source: the model against its baselines.
 SPEECH_CORRELATION_MARGIN = 0.1  # model's speech-only correlation minus the loudness mouth's
 LMD_FACTOR = 1.5  # the loudness (and mean) mouth's LMD over the model's
+RIG_CORRELATION = 0.85  # the model's mouth opening against the rig's, driven by the same phones
 GOALS = {
     "speech_correlation_over_loudness": f"model - loudness >= {SPEECH_CORRELATION_MARGIN}",
     "lmd_below_loudness": f"loudness / model >= {LMD_FACTOR}",
@@ -50,6 +53,11 @@ GOALS = {
     "closing_from_last_phone_median_ms": f"model <= {CLOSED_WITHIN_MS:g}",
     "psnr_db": ">= 30 (self-reconstruction, all clips)",
     "ssim": ">= 0.9 (self-reconstruction, all clips)",
+    "opening_correlation_vs_rig": f"model >= {RIG_CORRELATION} (pooled, the rig's ground truth)",
+    **{
+        f"articulation_{name}": f"model {sign} {bound}"
+        for name, (sign, bound) in ARTICULATION_GOALS.items()
+    },
 }
 
 
@@ -70,10 +78,20 @@ class ClipMeasure:
     sound_end_s: float  # where the audio falls below the silence gate's level for good
     lip_error_px: np.ndarray  # model's predicted vs tracked dynamics, valid frames
     reconstruction: dict[str, np.ndarray] = field(default_factory=dict)
+    phones: list[tuple[object, ...]] = field(default_factory=list)  # (label, start_s, end_s)
 
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Floats of a nested dict rounded (NaN -> None); everything else as it is."""
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, float):
+        return _round(value, digits)
+    return value
 
 
 def closing_figures(
@@ -123,6 +141,9 @@ def variant_row(measures: list[ClipMeasure], variant: str, fps: float) -> dict[s
     )
     av = best_lag(reference, gaps, max_lag=MAX_LAG_FRAMES, fps=fps)
     vs_sound = best_lag([m.loudness for m in measures], gaps, max_lag=MAX_LAG_FRAMES, fps=fps)
+    shaped = articulation(
+        [(x, m.phones) for x, m in zip(landmarks, measures, strict=True)], fps=fps
+    )
     row: dict[str, Any] = {
         "lmd_px": _round(float(np.nanmean(lmd)), 3),
         "mouth_opening_correlation": _round(pooled_correlation(gaps, reference), 4),
@@ -138,12 +159,18 @@ def variant_row(measures: list[ClipMeasure], variant: str, fps: float) -> dict[s
         "frames_with_face": _round(
             float(np.mean(np.concatenate([np.isfinite(g) for g in gaps]))), 4
         ),
+        "articulation": _rounded(shaped.as_dict()),
     }
     if variant != REAL and has_rig:
         vs_rig = np.concatenate(
             [lip_distance_px(a, r) for a, r in zip(landmarks, rig, strict=True)]  # type: ignore[arg-type]
         )
         row["lmd_vs_rig_px"] = _round(float(np.nanmean(vs_rig)), 3)
+        rig_gaps = [mouth_gap_px(r) for r in rig]  # type: ignore[arg-type]
+        row["mouth_opening_correlation_vs_rig"] = _round(pooled_correlation(gaps, rig_gaps), 4)
+        vs_rig_lag = best_lag(rig_gaps, gaps, max_lag=MAX_LAG_FRAMES, fps=fps)
+        row["av_offset_vs_rig_frames"] = vs_rig_lag.frames
+        row["av_offset_vs_rig_ms"] = _round(vs_rig_lag.ms, 1)
         row["mouth_opening_correlation_vs_rig_speech"] = _round(
             pooled_correlation(gaps, [mouth_gap_px(r) for r in rig], speech),  # type: ignore[arg-type]
             4,
@@ -154,6 +181,15 @@ def variant_row(measures: list[ClipMeasure], variant: str, fps: float) -> dict[s
 def source_rows(measures: list[ClipMeasure], fps: float) -> dict[str, Any]:
     """The rows of one source, its data and its goals."""
     rows = {variant: variant_row(measures, variant, fps) for variant in (*VARIANTS, REAL)}
+    if all(m.rig_landmarks is not None for m in measures):
+        rows[RIG] = {
+            "articulation": _rounded(
+                articulation(
+                    [(m.rig_landmarks, m.phones) for m in measures],  # type: ignore[misc]
+                    fps=fps,
+                ).as_dict()
+            )
+        }
     model, loudness, mean = rows["model"], rows["loudness"], rows["mean"]
     margin = (
         model["mouth_opening_correlation_speech"] - loudness["mouth_opening_correlation_speech"]
@@ -180,6 +216,18 @@ def source_rows(measures: list[ClipMeasure], fps: float) -> dict[str, Any]:
             "pass": closing is not None and closing <= CLOSED_WITHIN_MS,
         },
     }
+    versus_rig = model.get("mouth_opening_correlation_vs_rig")
+    if versus_rig is not None:
+        goals["opening_correlation_vs_rig"] = {
+            "value": versus_rig,
+            "pass": bool(versus_rig >= RIG_CORRELATION),
+        }
+    shaped = model["articulation"]
+    for name in ARTICULATION_GOALS:
+        goals[f"articulation_{name}"] = {
+            "value": shaped[name],
+            "pass": bool(shaped["goals_met"][name]),
+        }
     floor = rows[REAL].get("lmd_px")
     above_floor = {
         variant: round(rows[variant]["lmd_vs_rig_px"] - floor, 3)
@@ -196,6 +244,15 @@ def source_rows(measures: list[ClipMeasure], fps: float) -> dict[str, Any]:
         "goals": goals,
     }
 
+
+ARTICULATION_ROWS = {
+    RIG: "the rig's ground truth (same phones)",
+    REAL: "real (rig) video, tracked",
+    "model": "model (silence gate on, as shipped)",
+    "model_no_gate": "model without the silence gate",
+    "loudness": "loudness mouth (fitted in-sample)",
+    "mean": "mean mouth",
+}
 
 ROW_NAMES = {
     "model": "model (silence gate on, as shipped)",
@@ -238,4 +295,18 @@ def markdown_table(source: dict[str, Any]) -> str:
             f"| {_cell(closing['median'], 1)} / {_cell(closing['p90'], 1)} "
             f"| {_cell(sound['median'], 1)} |"
         )
+    return "\n".join(lines)
+
+
+def articulation_markdown(source: dict[str, Any]) -> str:
+    """One source's articulation figures as a markdown table: every variant next to the
+    rig's own frames and ground truth."""
+    names = list(ARTICULATION_GOALS)
+    head = " | ".join(f"{n} ({sign} {bound:g})" for n, (sign, bound) in ARTICULATION_GOALS.items())
+    lines = [f"| variant | {head} |", "|---" * (len(names) + 1) + "|"]
+    for variant, label in ARTICULATION_ROWS.items():
+        shaped = source["rows"].get(variant, {}).get("articulation")
+        if shaped is not None:
+            cells = " | ".join(_cell(shaped[n]) for n in names)
+            lines.append(f"| {label} | {cells} |")
     return "\n".join(lines)

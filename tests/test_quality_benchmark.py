@@ -41,6 +41,8 @@ def test_quality_benchmark_on_a_new_heldout_voice_clip(small_dataset: SmallDatas
     assert results["psnr_db"] > 30.8 and results["ssim"] > 0.87
     strip = cv2.imread(str(tmp_path / "quality_strip.png"))
     assert strip.shape == (512, 8 * 256, 3)
+    print(json.dumps(report["by_source"]["espeak"]["rows"], indent=1))
+    print(json.dumps(report["by_source"]["espeak"]["goals"], indent=1))
 
 
 def test_a_dataset_without_that_voice_is_one_clear_error(small_dataset, tmp_path):
