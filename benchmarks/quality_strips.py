@@ -1,8 +1,8 @@
 """Pictures of the quality benchmark: real frames above rendered ones.
 
 ``quality_strip.png``: one clip, 8 frames spread over its speech. ``quality_visemes.png``:
-per viseme class (open vowel, /p b m/, /f v/, /uw/) the frames at the middle of the longest
-phones of that class over all measured clips, the rig's own frames above the model's
+per viseme class (open vowel, /p b m/, /f v/, /uw/) the lower face at the middle of the
+longest phones of that class over all measured clips, the rig's own frames above the model's
 rendering.
 """
 
@@ -23,6 +23,16 @@ VISEME_ROWS: dict[str, frozenset[str]] = {
     "uw": frozenset({"UW"}),
 }
 PER_ROW = 6
+MOUTH_BOX = (0.45, 0.95, 0.2, 0.8)  # top, bottom, left, right: fractions of a face crop
+
+
+def mouth_region(frame: np.ndarray) -> np.ndarray:
+    """The lower face of a face crop (:data:`MOUTH_BOX`)."""
+    size_y, size_x = frame.shape[:2]
+    top, bottom, left, right = MOUTH_BOX
+    return frame[
+        round(top * size_y) : round(bottom * size_y), round(left * size_x) : round(right * size_x)
+    ]
 
 
 def speech_span(phones: list[tuple[object, ...]]) -> tuple[float, float]:
@@ -67,7 +77,13 @@ class VisemeStrips:
             for name, members in VISEME_ROWS.items():
                 if label in members:
                     row = self.kept[name]
-                    row.append((duration, real[frame].copy(), rendered[frame].copy()))
+                    row.append(
+                        (
+                            duration,
+                            mouth_region(real[frame]).copy(),
+                            mouth_region(rendered[frame]).copy(),
+                        )
+                    )
                     row.sort(key=lambda item: -item[0])
                     del row[self.per_row :]
 
@@ -81,7 +97,7 @@ class VisemeStrips:
             blank = np.zeros_like(items[0][1])
             real = [item[1] for item in items] + [blank] * (self.per_row - len(items))
             rendered = [item[2] for item in items] + [blank] * (self.per_row - len(items))
-            label = np.full((2 * size, size // 2, 3), 255, np.uint8)
+            label = np.full((2 * size, 96, 3), 255, np.uint8)
             cv2.putText(label, name, (4, size), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
             pair = np.concatenate([np.concatenate(real, 1), np.concatenate(rendered, 1)], 0)
             rows.append(np.concatenate([label, pair], 1))

@@ -85,6 +85,13 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "model folder, or prepared dataset) instead of fitting them: a held-out set in a "
         "trained model's coordinates",
     )
+    prep.add_argument(
+        "--components",
+        type=int,
+        default=None,
+        help="dynamics components to fit (default: as many as 98%% of the variance needs); "
+        "a generator fine-tuned from another must have its number",
+    )
     prep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
 
     stats = data_commands.add_parser("stats", help="phoneme coverage and minutes of a corpus")
@@ -111,7 +118,10 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--motion", default=None, help="joint: a motion run folder or motion.safetensors"
     )
     train.add_argument(
-        "--generator", default=None, help="joint: a generator run folder or generator.safetensors"
+        "--generator",
+        default=None,
+        help="joint: a generator run folder or generator.safetensors; generator: one to "
+        "start from (fine-tuning; the same size and number of dynamics components)",
     )
 
 
@@ -148,8 +158,20 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.stage == "generator":
         from engine.train.generator import GeneratorTrainConfig, train_generator
 
+        start = (
+            None
+            if args.generator is None
+            else _checkpoint(args.generator, "generator.safetensors", "--generator")
+        )
         checkpoint = train_generator(
-            GeneratorTrainConfig(dataset=args.data, output=out, seed=args.seed, **steps)
+            GeneratorTrainConfig(
+                dataset=args.data,
+                output=out,
+                seed=args.seed,
+                initial_weights=start,
+                description="" if start is None else f"fine-tuned from {start}",
+                **steps,
+            )
         )
     else:
         from engine.train.joint import JointTrainConfig, train_joint
@@ -199,7 +221,7 @@ def run_data(args: argparse.Namespace) -> int:
         )
         return 0
     if args.data_command == "prep":
-        from engine.data.prep.pipeline import prepare
+        from engine.data.prep.pipeline import PrepareConfig, prepare
 
         prepare(
             args.videos,
@@ -209,6 +231,7 @@ def run_data(args: argparse.Namespace) -> int:
             subject=args.subject,
             workers=args.workers,
             basis=args.basis,
+            config=PrepareConfig(dynamics_components=args.components),
         )
         return 0
     if args.data_command == "stats":

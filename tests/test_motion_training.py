@@ -18,13 +18,16 @@ from engine.train.motion import (
     PLOT_NAME,
     STATE_NAME,
     LipGeometry,
+    LossWeights,
     MotionTrainConfig,
     evaluate_motion,
     evaluation_references,
+    motion_losses,
+    pixels_per_unit,
     predict_clip,
     train_motion,
 )
-from engine.train.sequences import MotionSequences, silence_frames
+from engine.train.sequences import MotionSequences, emphasis_frames, silence_frames
 from engine.weights import load_checkpoint
 from tests.conftest import SmallDataset
 
@@ -78,6 +81,49 @@ def test_silence_labels_from_phones() -> None:
     expected = (centres < 0.41) | ((centres >= 0.6) & (centres < 0.7)) | (centres >= 0.8)
     np.testing.assert_array_equal(silent, expected)
     assert not silence_frames([], 5, 25).any()
+
+
+def test_emphasis_labels_closures_and_open_vowels() -> None:
+    phones = [["SIL", 0.0, 0.2], ["M", 0.2, 0.32], ["AA", 0.32, 0.52], ["S", 0.52, 0.6]]
+    emphasised = emphasis_frames(phones, 16, 25)
+    centres = (np.arange(16) + 0.5) / 25
+    np.testing.assert_array_equal(emphasised, (centres >= 0.2) & (centres < 0.52))
+    assert not emphasis_frames([], 5, 25).any()
+
+
+def test_the_opening_loss_weighs_the_extremes(small_dataset: SmallDataset) -> None:
+    """An error in the mouth opening on a closure or an open vowel costs ``1 + emphasis``
+    times what it costs elsewhere; a prediction equal to the target costs nothing."""
+    dataset = small_dataset.dataset
+    basis, template, identities = read_basis(dataset)
+    config = MotionConfig(num_coefficients=basis.num_components)
+    train = MotionSequences(dataset, "train", config)
+    batch = train.sample(
+        np.random.default_rng(3), batch_size=16, frames=16, edge_frames=0, style_frames=(50, 75)
+    )
+    assert batch.emphasis.any() and (~batch.emphasis & batch.valid).any()
+    face = read_header(dataset).crop.face_fraction
+    lips = LipGeometry(basis, identities, pixels_per_unit(template, face, 256))
+    std = torch.ones(basis.num_components)
+    only_opening = LossWeights(coefficients=0.0, lips=0.0, velocity=0.0, silence=0.0)
+    _, exact = motion_losses(
+        batch.target, batch, coefficient_std=std, lips=lips, weights=only_opening
+    )
+    assert exact["loss"] == pytest.approx(0.0, abs=1e-6)
+    # Move the mouth (the first component: mostly the jaw) on the chosen frames only.
+    push = torch.zeros_like(batch.target)
+    push[..., 0] = 0.3
+    costs = {}
+    for name, frames in (("extremes", batch.emphasis), ("others", ~batch.emphasis)):
+        chosen = frames & batch.valid
+        moved = batch.target + push * chosen[..., None]
+        subject = batch.subjects[0]  # the small corpus has one face
+        errors = (lips.opening_px(moved, subject) - lips.opening_px(batch.target, subject)).abs()
+        _, terms = motion_losses(moved, batch, coefficient_std=std, lips=lips, weights=only_opening)
+        weight = batch.valid.float() * (1.0 + only_opening.emphasis * batch.emphasis)
+        costs[name] = terms["opening_px"] * float(weight.sum()) / float(errors[chosen].sum())
+    assert costs["extremes"] == pytest.approx(1.0 + only_opening.emphasis, rel=1e-3)
+    assert costs["others"] == pytest.approx(1.0, rel=1e-3)
 
 
 def test_sequences_show_silence_around_the_clips(small_dataset: SmallDataset) -> None:

@@ -24,10 +24,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.articulation import PHONE_CLASSES
 from engine.data.prep.dataset import SPLITS, TRACK_NAME, clip_dir, read_header, read_track
 from engine.errors import EngineError
 from engine.motion import MotionConfig, slice_mel
 from engine.speech.phonemes import SILENCE, phone_per_frame
+
+EMPHASIS_CLASSES = ("bilabial", "open")  # the extremes a hedging model would miss
+
+
+def emphasis_frames(phones: Sequence[Sequence[Any]], frames: int, fps: int) -> np.ndarray:
+    """(frames,) bool: the phone at the centre of each video frame is a closure (/p b m/) or
+    an open vowel, where the mouth is at its extremes. All False without an alignment."""
+    if not phones:
+        return np.zeros(frames, dtype=bool)
+    wanted = frozenset().union(*(PHONE_CLASSES[name] for name in EMPHASIS_CLASSES))
+    labels = phone_per_frame(phones, frames, fps)
+    return np.asarray([label in wanted for label in labels], dtype=bool)
 
 
 def silence_frames(phones: Sequence[Sequence[Any]], frames: int, fps: int) -> np.ndarray:
@@ -50,6 +63,7 @@ class ClipSequence:
     coefficients: np.ndarray  # (T, K) float32
     valid: np.ndarray  # (T,) bool
     silence: np.ndarray  # (T,) bool
+    emphasis: np.ndarray  # (T,) bool: closures and open vowels (:func:`emphasis_frames`)
 
     @property
     def frames(self) -> int:
@@ -59,8 +73,8 @@ class ClipSequence:
 @dataclass(frozen=True, kw_only=True)
 class MotionBatch:
     """``mel`` (B, W + mel_per_frame * (L - 1), num_mels) raw log-mel covering the windows
-    of L frames; ``target`` (B, L, K); ``valid`` and ``silence`` (B, L) bool; ``reference``
-    (B, R, K) style reference dynamics with ``reference_mask`` (B, R) bool."""
+    of L frames; ``target`` (B, L, K); ``valid``, ``silence`` and ``emphasis`` (B, L) bool;
+    ``reference`` (B, R, K) style reference dynamics with ``reference_mask`` (B, R) bool."""
 
     mel: torch.Tensor
     target: torch.Tensor
@@ -69,6 +83,7 @@ class MotionBatch:
     reference: torch.Tensor
     reference_mask: torch.Tensor
     subjects: tuple[str, ...]
+    emphasis: torch.Tensor
 
 
 class MotionSequences:
@@ -113,6 +128,7 @@ class MotionSequences:
                     coefficients=coefficients,
                     valid=np.asarray(track["valid"], dtype=bool),
                     silence=silence_frames(meta.get("phones", []), entry.frames, self.header.fps),
+                    emphasis=emphasis_frames(meta.get("phones", []), entry.frames, self.header.fps),
                 )
             )
         self.clips = tuple(clips)
@@ -188,11 +204,15 @@ class MotionSequences:
         clip_probability = starts_per_clip / starts_per_clip.sum()
         style_min, style_max = style_frames
         mels, targets, valids, silences, references, masks, subjects = [], [], [], [], [], [], []
+        emphases = []
         for _ in range(batch_size):
             clip_number = int(rng.choice(len(self.clips), p=clip_probability))
             clip = self.clips[clip_number]
             first = int(rng.integers(starts_per_clip[clip_number])) - edge_frames
             mel, target, valid, silence = self.sequence(clip_number, first, frames)
+            wanted = np.arange(first, first + frames)
+            inside = (wanted >= 0) & (wanted < clip.frames)
+            emphases.append(clip.emphasis[np.clip(wanted, 0, clip.frames - 1)] & inside)
             group = self._style_groups[(clip.subject, clip.voice)]
             reference_number = int(group[rng.integers(len(group))])
             length = int(rng.integers(style_min, style_max + 1))
@@ -216,6 +236,7 @@ class MotionSequences:
             reference=torch.from_numpy(np.stack(references)),
             reference_mask=torch.from_numpy(np.stack(masks)),
             subjects=tuple(subjects),
+            emphasis=torch.from_numpy(np.stack(emphases)),
         )
 
     def _reference_start(
