@@ -7,8 +7,8 @@
   (``engine.speech.warzone_announcer``), aligned with pocketsphinx like the first one.
 
 Their clip sets are fixed: a plan's minutes, seed and shares do not change them and they
-are never topped up, so figures measured on them compare across corpora. Each is about
-2.5 minutes of speech. Planning them never changes the clips of the training sources.
+are never topped up, so figures measured on them compare across corpora. Each is 2.5 to 3
+minutes of speech. Planning them never changes the clips of the training sources.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from engine.data.synth.corpus import EVALUATION_ONLY_SOURCES, ClipSpec, _stable_
 from engine.errors import EngineError
 from engine.speech.utterance import Utterance
 
-FLITE_CLIP_COUNT: Final = 30  # about 5.4 s of speech each
+FLITE_CLIP_COUNT: Final = 30  # about 5.8 s of speech each
 FLITE_SENTENCE_SEED: Final = 909_090_909  # the sentences of no other plan
 FLITE_STRETCH_RANGE: Final = (0.9, 1.15)  # duration stretch, drawn per clip
 HUMAN2_CLIP_COUNT: Final = 105  # about 1.45 s of speech each
