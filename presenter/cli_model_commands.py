@@ -40,7 +40,9 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     synth.add_argument(
         "--sources",
         default="espeak,piper,human",
-        help="comma-separated speech sources: espeak, piper, human (default: all three)",
+        help="comma-separated speech sources: espeak, piper, human (default: all three); for "
+        "evaluation only, with fixed clip sets that are all held out: flite (a TTS engine no "
+        "training source uses), human2 (a second real speaker)",
     )
     synth.add_argument(
         "--human-share",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import numpy as np
 
@@ -52,12 +52,13 @@ def _missing_packages(detail: str) -> EngineError:
     )
 
 
-def decode_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Decode an audio file with PyAV (FFmpeg) to float32 mono at its native sample rate."""
+def decode_audio(path: Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """Decode an audio file (a path or an open binary file) with PyAV (FFmpeg) to float32
+    mono at its native sample rate."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path) if isinstance(path, Path) else path, mode="r") as container:
             stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or stream.rate)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
@@ -167,23 +168,8 @@ class AsteriskCorpus:
     def utterance(self, prompt: Prompt, *, aligner: ForcedAligner | None = None) -> Utterance:
         """The prompt's audio (native rate) with phone and word timings from alignment."""
         audio, rate = decode_audio(prompt.path)
-        aligner = aligner if aligner is not None else ForcedAligner()
-        audio_16k = resample(audio, rate, ALIGNMENT_SAMPLE_RATE)
-        words, phones = aligner.align(audio_16k, prompt.transcript)
-        if rate != ALIGNMENT_SAMPLE_RATE:
-            # Spans are in seconds; only the very end may need stretching to the native length.
-            last = phones[-1]
-            native_end = TimedSpan(label=last.label, start=last.start, end=len(audio) / rate)
-            phones = (*phones[:-1], native_end)
-        return Utterance(
-            audio=audio,
-            sample_rate=rate,
-            text=prompt.transcript,
-            phones=phones,
-            words=words,
-            source="human",
-            voice=SPEAKER_ID,
-            extra={"prompt": prompt.name},
+        return aligned_recording(
+            audio, rate, prompt.transcript, voice=SPEAKER_ID, prompt=prompt.name, aligner=aligner
         )
 
     def utterances(
@@ -206,6 +192,36 @@ class AsteriskCorpus:
             yield utterance
         if failed:
             logger.info("%d Asterisk prompts could not be aligned", failed)
+
+
+def aligned_recording(
+    audio: np.ndarray,
+    rate: int,
+    transcript: str,
+    *,
+    voice: str,
+    prompt: str,
+    aligner: ForcedAligner | None = None,
+) -> Utterance:
+    """A recording (float32 mono at its native ``rate``) with phone and word timings from
+    aligning it to ``transcript``; raises ``EngineError`` when it cannot be aligned."""
+    aligner = aligner if aligner is not None else ForcedAligner()
+    words, phones = aligner.align(resample(audio, rate, ALIGNMENT_SAMPLE_RATE), transcript)
+    if rate != ALIGNMENT_SAMPLE_RATE:
+        # Spans are in seconds; only the very end may need stretching to the native length.
+        last = phones[-1]
+        native_end = TimedSpan(label=last.label, start=last.start, end=len(audio) / rate)
+        phones = (*phones[:-1], native_end)
+    return Utterance(
+        audio=audio,
+        sample_rate=rate,
+        text=transcript,
+        phones=phones,
+        words=words,
+        source="human",
+        voice=voice,
+        extra={"prompt": prompt},
+    )
 
 
 def list_prompts(*, corpus: AsteriskCorpus | None = None) -> list[Prompt]:

@@ -8,7 +8,10 @@ and write, per clip, ``clips/<id>.mp4`` (512x512, 25 fps, speech at its native r
 with a sidecar is complete). A run that is stopped picks up where it was.
 
 A fixed part of every source is held out for evaluation: one espeak-ng voice and its
-sentences, a tenth of the Piper sentences and a tenth of the real prompts. ``split`` makes
+sentences, a tenth of the Piper sentences and a tenth of the real prompts. Two sources are
+for evaluation only (``EVALUATION_ONLY_SOURCES``: Flite and a second real speaker, see
+``evaluation_sources``): all their clips are held out, and they take no part in the shares
+of the minutes, so adding them to a plan changes none of its other clips. ``split`` makes
 the clips of one split only: the other split's clips are still planned and their speech
 synthesised (no video; ``speech_only/<id>.json`` holds its seconds), so the top-up rounds,
 which depend on the seconds made, plan the same clips as a run of the whole corpus.
@@ -26,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -35,9 +38,14 @@ from engine.errors import EngineError
 from engine.frames import FPS
 from engine.speech.espeak import DEFAULT_RATE_WPM
 
+if TYPE_CHECKING:
+    from engine.data.synth.corpus_speech import SpeechSources
+
 log = logging.getLogger(__name__)
 
 SUBJECT = "default-avatar"
+TRAINING_SOURCES = ("espeak", "piper", "human")
+EVALUATION_ONLY_SOURCES = ("flite", "human2")  # every clip held out: see evaluation_sources
 HELDOUT_FRACTION = 0.1
 ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
 ESPEAK_HELDOUT_VOICE = "en-us+f3"
@@ -62,19 +70,24 @@ class CorpusPlan:
     lead_silence_s: float = 0.4
     tail_silence_s: float = 0.5
     espeak_seconds_per_clip: float = ESPEAK_SECONDS_PER_CLIP
+    evaluation_clips: int | None = None  # at most this many of each evaluation-only set
 
     def __post_init__(self) -> None:
         if self.minutes <= 0:
             raise EngineError(f"--minutes must be positive, got {self.minutes}")
-        unknown = set(self.sources) - {"espeak", "piper", "human"}
+        unknown = set(self.sources) - {*TRAINING_SOURCES, *EVALUATION_ONLY_SOURCES}
         if unknown or not self.sources:
             raise EngineError(
-                f"unknown speech sources {sorted(unknown)}; choose from espeak, piper, human"
+                f"unknown speech sources {sorted(unknown)}; choose from "
+                f"{', '.join(TRAINING_SOURCES)} or, for evaluation only, "
+                f"{', '.join(EVALUATION_ONLY_SOURCES)}"
             )
         if not 0 <= self.human_share <= 1 or not 0 <= self.piper_share <= 1:
             raise EngineError("source shares must be between 0 and 1")
         if self.espeak_seconds_per_clip <= 0:
             raise EngineError("espeak_seconds_per_clip must be positive")
+        if self.evaluation_clips is not None and self.evaluation_clips < 1:
+            raise EngineError("evaluation_clips must be at least 1 (or None: all of them)")
         if self.espeak_heldout_voice in self.training_voices():
             raise EngineError(
                 f"the held-out voice {self.espeak_heldout_voice} is also a training voice; "
@@ -85,6 +98,10 @@ class CorpusPlan:
         return self.espeak_voices or ESPEAK_TRAIN_VOICES
 
     def minutes_by_source(self) -> dict[str, float]:
+        """Speech minutes of each training source (none when the plan has only
+        evaluation-only sources, whose clip sets are fixed)."""
+        if not set(self.sources) & set(TRAINING_SOURCES):
+            return {}
         shares = {
             "human": self.human_share if "human" in self.sources else 0.0,
             "piper": self.piper_share if "piper" in self.sources else 0.0,
@@ -109,8 +126,13 @@ class ClipSpec:
     espeak_voice: str = ""
     rate_wpm: int = DEFAULT_RATE_WPM
     pitch: int = 50
-    length_scale: float = 1.0
+    length_scale: float = 1.0  # Piper's length scale, Flite's duration stretch: > 1 is slower
     prompt: str = ""  # real recordings: the prompt's name
+    flite_voice: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source in EVALUATION_ONLY_SOURCES and self.split != "heldout":
+            raise EngineError(f"{self.source} is for evaluation only: its clips are held out")
 
 
 @dataclass(kw_only=True)
@@ -150,6 +172,7 @@ def plan_clips(
 
     ``round_index`` > 0 plans top-up clips (new sentences, new ids) for the speech seconds
     given in ``seconds_by_source``; real prompts whose clip id is in ``existing`` are skipped.
+    The evaluation-only sources' fixed clips come in round 0 only.
     """
     from engine.speech.sentences import SentenceGenerator
 
@@ -222,43 +245,11 @@ def plan_clips(
                 )
             )
             total += prompt.seconds
+    if round_index == 0 and set(plan.sources) & set(EVALUATION_ONLY_SOURCES):
+        from engine.data.synth.evaluation_sources import plan_evaluation_clips
+
+        specs += plan_evaluation_clips(plan.sources, limit=plan.evaluation_clips)
     return specs
-
-
-class _SpeechSources:
-    """Per-process speech sources, made on first use (each loads a library or a model)."""
-
-    def __init__(self) -> None:
-        self._espeak: dict[tuple[str, int, int], object] = {}
-        self._piper: object | None = None
-        self._recordings: object | None = None
-
-    def utterance(self, spec: ClipSpec):  # type: ignore[no-untyped-def]
-        from engine.speech.utterance import Utterance
-
-        result: Utterance
-        if spec.source == "espeak":
-            from engine.speech.espeak import EspeakVoice
-
-            key = (spec.espeak_voice, spec.rate_wpm, spec.pitch)
-            voice = self._espeak.get(key)
-            if voice is None:
-                voice = EspeakVoice(voice=key[0], rate_wpm=key[1], pitch=key[2])
-                self._espeak[key] = voice
-            assert isinstance(voice, EspeakVoice)
-            result = voice.synthesize(spec.text)
-        elif spec.source == "piper":
-            from engine.speech.piper_voice import PiperSpeaker
-
-            if self._piper is None:
-                self._piper = PiperSpeaker()
-            assert isinstance(self._piper, PiperSpeaker)
-            result = self._piper.synthesize(spec.text, length_scale=spec.length_scale)
-        else:
-            from engine.speech.recordings import load_prompt_utterance
-
-            result = load_prompt_utterance(spec.prompt)
-        return result
 
 
 def _pad_utterance(utterance, plan: CorpusPlan):  # type: ignore[no-untyped-def]
@@ -295,7 +286,7 @@ def _make_clip(
     spec: ClipSpec,
     plan: CorpusPlan,
     clips_dir: Path,
-    sources: _SpeechSources,
+    sources: SpeechSources,
     renderer: object,
     *,
     split: str | None = None,
@@ -312,8 +303,12 @@ def _make_clip(
     assert isinstance(renderer, AvatarRenderer)
     utterance = sources.utterance(spec)
     if split is not None and spec.split != split:  # planned only: its seconds, no video
-        record = {"clip_id": spec.clip_id, "source": spec.source, "split": spec.split}
-        record["speech_seconds"] = utterance.duration
+        record: dict[str, object] = {
+            "clip_id": spec.clip_id,
+            "source": spec.source,
+            "split": spec.split,
+            "speech_seconds": utterance.duration,
+        }
         speech_only = clips_dir.parent / SPEECH_ONLY_DIR
         speech_only.mkdir(exist_ok=True)
         (speech_only / f"{spec.clip_id}.json").write_text(json.dumps(record))
@@ -371,11 +366,12 @@ def _worker_main(
     """A worker process: one renderer and one set of voices, then clips until told to stop."""
     import cv2
 
+    from engine.data.synth.corpus_speech import SpeechSources
     from engine.data.synth.render import AvatarRenderer
 
     cv2.setNumThreads(1)
     logging.basicConfig(level=logging.WARNING)
-    sources = _SpeechSources()
+    sources = SpeechSources()
     renderer = AvatarRenderer()
     while True:
         spec = jobs.get()
@@ -459,31 +455,6 @@ def _plan_from_record(record: dict[str, object]) -> CorpusPlan:
     return CorpusPlan(**values)  # type: ignore[arg-type]
 
 
-def _check_sources(plan: CorpusPlan) -> None:
-    """Fail before any work when a source of the plan cannot be used here (clear message)."""
-    try:
-        if "espeak" in plan.sources:
-            from engine.speech.espeak import EspeakLibrary
-
-            library = EspeakLibrary()
-            for voice in (*plan.training_voices(), plan.espeak_heldout_voice):
-                library.resolve_voice_name(voice)
-        if "piper" in plan.sources:
-            from engine.speech.piper_voice import default_voice_path
-
-            default_voice_path()
-            import piper  # noqa: F401 - only checks that the optional extra is installed
-        if "human" in plan.sources:
-            from engine.speech.recordings import list_prompts
-
-            list_prompts()
-    except ImportError as exc:
-        raise EngineError(
-            f"speech source unavailable ({exc}); install the extra or leave the source out "
-            "with --sources"
-        ) from exc
-
-
 def generate_corpus(
     out_dir: Path, *, plan: CorpusPlan, workers: int | None = None, split: str | None = None
 ) -> CorpusSummary:
@@ -491,13 +462,20 @@ def generate_corpus(
     ("train" or "heldout"): only that split's clips get video (see the module doc)."""
     if split is not None and split not in ("train", "heldout"):
         raise EngineError(f"split must be train or heldout, got {split!r}")
+    if split == "train" and set(plan.sources) & set(EVALUATION_ONLY_SOURCES):
+        raise EngineError(
+            f"{', '.join(sorted(set(plan.sources) & set(EVALUATION_ONLY_SOURCES)))}: "
+            "evaluation-only sources have no train split; leave them out or use --split heldout"
+        )
     started = time.monotonic()
     out_dir = Path(out_dir)
     clips_dir = out_dir / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "corpus.json"
     plan_record = asdict(plan)
-    _check_sources(plan)
+    from engine.data.synth.corpus_speech import check_sources
+
+    check_sources(plan)
     if manifest.exists():
         stored = json.loads(manifest.read_text())
         previous = stored.get("plan")
