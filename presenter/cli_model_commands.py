@@ -30,7 +30,8 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         nargs="+",
         default=None,
         metavar="VOICE",
-        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: a built-in mix",
+        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: every English "
+        "accent with every variant, less the held-out voice and its variant",
     )
     synth.add_argument(
         "--heldout-voice",
