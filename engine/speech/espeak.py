@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_NAME: Final = "libespeak-ng.so.1"
 DEFAULT_RATE_WPM: Final = 175  # words a minute: espeak-ng's own, and every voice's default
+DEFAULT_PITCH_RANGE: Final = 50  # espeak-ng's own: the voice's intonation as it is (0: monotone)
 
 # espeak_AUDIO_OUTPUT
 _AUDIO_OUTPUT_SYNCHRONOUS: Final = 2
@@ -48,6 +49,7 @@ _EVENT_PHONEME: Final = 7
 # espeak_PARAMETER
 _PARAMETER_RATE: Final = 1
 _PARAMETER_PITCH: Final = 3
+_PARAMETER_RANGE: Final = 4
 # espeak_POSITION_TYPE, text flags, phoneme modes
 _POSITION_CHARACTER: Final = 1
 _CHARS_UTF8: Final = 1
@@ -273,7 +275,15 @@ class EspeakLibrary:
                 f"list_english_voices() (e.g. 'en-us', 'en-gb', 'en-us+f3')."
             )
 
-    def synthesize(self, text: str, *, voice: str, rate_wpm: int, pitch: int) -> RawSynthesis:
+    def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str,
+        rate_wpm: int,
+        pitch: int,
+        pitch_range: int = DEFAULT_PITCH_RANGE,
+    ) -> RawSynthesis:
         """Speak ``text``; returns all samples and phoneme/word events of the call."""
         encoded = text.encode("utf-8")
         buffer = ctypes.create_string_buffer(encoded)
@@ -281,6 +291,7 @@ class EspeakLibrary:
             self._select_voice(voice)
             self._lib.espeak_SetParameter(_PARAMETER_RATE, rate_wpm, 0)
             self._lib.espeak_SetParameter(_PARAMETER_PITCH, pitch, 0)
+            self._lib.espeak_SetParameter(_PARAMETER_RANGE, pitch_range, 0)
             self._lib.espeak_SetSynthCallback(self._callback)
             collector = _Collector()
             self._collector = collector
@@ -383,11 +394,13 @@ def list_english_voices(*, library: EspeakLibrary | None = None) -> list[EspeakV
 
 @dataclass(frozen=True, kw_only=True)
 class EspeakVoiceConfig:
-    """Voice name (``en-us``, ``en-gb``, ``en-us+f3``), speaking rate and pitch."""
+    """Voice name (``en-us``, ``en-gb``, ``en-us+f3``), speaking rate, pitch and pitch range
+    (how far the intonation moves; 50 is the voice's own)."""
 
     voice: str = "en-us"
     rate_wpm: int = DEFAULT_RATE_WPM
     pitch: int = 50
+    pitch_range: int = DEFAULT_PITCH_RANGE
 
     def __post_init__(self) -> None:
         if not 80 <= self.rate_wpm <= 450:
@@ -396,6 +409,8 @@ class EspeakVoiceConfig:
             )
         if not 0 <= self.pitch <= 100:
             raise EngineError(f"espeak-ng pitch must be 0-100, got {self.pitch}")
+        if not 0 <= self.pitch_range <= 100:
+            raise EngineError(f"espeak-ng pitch range must be 0-100, got {self.pitch_range}")
 
 
 class EspeakVoice:
@@ -411,9 +426,12 @@ class EspeakVoice:
         voice: str = "en-us",
         rate_wpm: int = DEFAULT_RATE_WPM,
         pitch: int = 50,
+        pitch_range: int = DEFAULT_PITCH_RANGE,
         library: EspeakLibrary | None = None,
     ) -> None:
-        self.config = EspeakVoiceConfig(voice=voice, rate_wpm=rate_wpm, pitch=pitch)
+        self.config = EspeakVoiceConfig(
+            voice=voice, rate_wpm=rate_wpm, pitch=pitch, pitch_range=pitch_range
+        )
         self.library = library if library is not None else EspeakLibrary()
         self._converter = IpaToArpabet()
         # Fails early on an unknown voice name.
@@ -426,7 +444,10 @@ class EspeakVoice:
     @property
     def voice_id(self) -> str:
         config = self.config
-        return f"espeak-ng:{config.voice}:rate{config.rate_wpm}:pitch{config.pitch}"
+        voice_id = f"espeak-ng:{config.voice}:rate{config.rate_wpm}:pitch{config.pitch}"
+        if config.pitch_range != DEFAULT_PITCH_RANGE:
+            voice_id += f":range{config.pitch_range}"
+        return voice_id
 
     def synthesize(self, text: str) -> Utterance:
         """Speak ``text`` and return the audio with phone and word timings."""
@@ -434,7 +455,11 @@ class EspeakVoice:
             raise EngineError("Nothing to say: the text for espeak-ng is empty.")
         config = self.config
         raw = self.library.synthesize(
-            text, voice=self._library_voice_name, rate_wpm=config.rate_wpm, pitch=config.pitch
+            text,
+            voice=self._library_voice_name,
+            rate_wpm=config.rate_wpm,
+            pitch=config.pitch,
+            pitch_range=config.pitch_range,
         )
         audio = (raw.samples.astype(np.float32) * np.float32(_SAMPLE_SCALE)).astype(np.float32)
         phones, words = _timings_from_events(

@@ -42,6 +42,7 @@ from engine.data.prep.dataset import read_basis
 from engine.errors import EngineError
 from engine.face3d import CHIN_TIP, INNER_LIP_PAIRS, LIPS, LOWER_FACE, DynamicsBasis
 from engine.motion import MotionConfig, MotionModel, count_parameters, save_motion_checkpoint
+from engine.train.audio_augment import AugmentConfig
 from engine.train.logbook import LossLog
 from engine.train.sequences import MotionBatch, MotionSequences
 from engine.weights import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
@@ -95,6 +96,8 @@ class MotionTrainConfig:
     seed: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
     metric_crop_px: int = 256
+    # Augmented versions of the train clips' audio (engine.train.audio_augment); None: off.
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     log_every: int = 10
     eval_every: int = 250
     checkpoint_every: int = 500
@@ -129,6 +132,7 @@ class MotionTrainConfig:
         values = asdict(self)
         values["data_dir"] = str(self.data_dir)
         values["out_dir"] = str(self.out_dir)
+        values["augment"] = self.augment.to_dict() if self.augment else None
         return values
 
 
@@ -428,7 +432,7 @@ def train_motion(config: MotionTrainConfig) -> Path:
             f"the model predicts {model_config.num_coefficients} coefficients, the dataset's "
             f"dynamics basis has {basis.num_components}"
         )
-    train = MotionSequences(config.data_dir, "train", model_config)
+    train = MotionSequences(config.data_dir, "train", model_config, augment=config.augment)
     heldout = MotionSequences(config.data_dir, "heldout", model_config)
     if not train.clips:
         raise EngineError(f"{config.data_dir} has no train clips")

@@ -11,13 +11,21 @@ the mel of digital silence is) and the dynamics of the nearest clip frame, and a
 when that clip frame is itself silence. This shows the model more closed-mouth silence than
 the 0.4 s lead and 0.5 s tail of each clip alone would, and teaches it that audio that
 stops means a mouth at rest.
+
+With an :class:`engine.train.audio_augment.AugmentConfig` the train clips also get
+``versions`` augmented log-mels, computed once when the clips are loaded from each clip's
+16 kHz audio (seeded per clip; the other clips' audio is the babble), and every training
+sequence takes the clean mel or one of them with equal chances. The silent padding past the
+clip stays digital silence.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +33,20 @@ import numpy as np
 import torch
 
 from engine.articulation import PHONE_CLASSES
-from engine.data.prep.dataset import SPLITS, TRACK_NAME, clip_dir, read_header, read_track
+from engine.data.prep.dataset import (
+    SPLITS,
+    TRACK_NAME,
+    clip_dir,
+    read_header,
+    read_track,
+    track_array_names,
+)
 from engine.errors import EngineError
 from engine.motion import MotionConfig, slice_mel
 from engine.speech.phonemes import SILENCE, phone_per_frame
+from engine.train.audio_augment import AugmentConfig, augmented_mels
+
+log = logging.getLogger(__name__)
 
 EMPHASIS_CLASSES = ("bilabial", "open")  # the extremes a hedging model would miss
 
@@ -64,6 +82,7 @@ class ClipSequence:
     valid: np.ndarray  # (T,) bool
     silence: np.ndarray  # (T,) bool
     emphasis: np.ndarray  # (T,) bool: closures and open vowels (:func:`emphasis_frames`)
+    augmented: tuple[np.ndarray, ...] = ()  # (M, num_mels) float32 log-mels of augmented audio
 
     @property
     def frames(self) -> int:
@@ -89,7 +108,14 @@ class MotionBatch:
 class MotionSequences:
     """The clips of one split of a prepared dataset, for sequence training and evaluation."""
 
-    def __init__(self, root: str | Path, split: str, config: MotionConfig) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        config: MotionConfig,
+        *,
+        augment: AugmentConfig | None = None,
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
@@ -131,11 +157,44 @@ class MotionSequences:
                     emphasis=emphasis_frames(meta.get("phones", []), entry.frames, self.header.fps),
                 )
             )
-        self.clips = tuple(clips)
+        self.clips = tuple(self._augmented(clips, augment) if augment else clips)
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for number, clip in enumerate(self.clips):
             groups[(clip.subject, clip.voice)].append(number)
         self._style_groups = {key: tuple(value) for key, value in groups.items()}
+
+    def _augmented(self, clips: list[ClipSequence], augment: AugmentConfig) -> list[ClipSequence]:
+        """``clips`` with their augmented mels (see the module docstring)."""
+        audio = []
+        for clip in clips:
+            path = clip_dir(self.root, clip.id) / TRACK_NAME
+            if "audio" not in track_array_names(path):
+                raise EngineError(
+                    f"{self.root}: clip {clip.id} has no audio (prepared before clips kept "
+                    "their audio); prepare the dataset again to train with augmentation, "
+                    "or train without it (--no-augment)"
+                )
+            audio.append(read_track(path, ["audio"])["audio"])
+        started = time.monotonic()
+        result = []
+        for number, clip in enumerate(clips):
+            others = [pcm for index, pcm in enumerate(audio) if index != number]
+            mels = augmented_mels(audio[number], clip.id, augment, self.header.mel, others)
+            for mel in mels:
+                if mel.shape != clip.mel.shape:
+                    raise EngineError(
+                        f"clip {clip.id}: its audio gives {mel.shape[0]} mel frames, its "
+                        f"track {clip.mel.shape[0]}; prepare the dataset again"
+                    )
+            result.append(replace(clip, augmented=tuple(mels)))
+        log.info(
+            "%d augmented versions of %d %s clips in %.1f s",
+            augment.versions,
+            len(clips),
+            self.split,
+            time.monotonic() - started,
+        )
+        return result
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -158,13 +217,15 @@ class MotionSequences:
         return stacked.mean(axis=0), np.maximum(stacked.std(axis=0), 1e-6)
 
     def sequence(
-        self, clip_number: int, first: int, frames: int
+        self, clip_number: int, first: int, frames: int, *, version: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Mel span, targets (frames, K), valid and silence (frames,) of ``frames`` frames
-        from ``first`` (which may reach past either end of the clip, see the module doc)."""
+        from ``first`` (which may reach past either end of the clip, see the module doc);
+        ``version`` 0: the clean mel, ``v`` > 0: the clip's ``v``-th augmented mel."""
         clip = self.clips[clip_number]
         start, stop = self.config.mel_range(first, frames)
-        mel = slice_mel(clip.mel, start, stop, silence=self.silence_value)
+        source = clip.augmented[version - 1] if version else clip.mel
+        mel = slice_mel(source, start, stop, silence=self.silence_value)
         wanted = np.arange(first, first + frames)
         nearest = np.clip(wanted, 0, clip.frames - 1)
         outside = (wanted < 0) | (wanted >= clip.frames)
@@ -209,7 +270,9 @@ class MotionSequences:
             clip_number = int(rng.choice(len(self.clips), p=clip_probability))
             clip = self.clips[clip_number]
             first = int(rng.integers(starts_per_clip[clip_number])) - edge_frames
-            mel, target, valid, silence = self.sequence(clip_number, first, frames)
+            # Drawn only for augmented clips: without augmentation the batches stay as they were.
+            version = int(rng.integers(len(clip.augmented) + 1)) if clip.augmented else 0
+            mel, target, valid, silence = self.sequence(clip_number, first, frames, version=version)
             wanted = np.arange(first, first + frames)
             inside = (wanted >= 0) & (wanted < clip.frames)
             emphases.append(clip.emphasis[np.clip(wanted, 0, clip.frames - 1)] & inside)

@@ -69,6 +69,7 @@ TRACK_ARRAYS: Mapping[str, str] = MappingProxyType(
         "source_frame": "(T,) int64 index of the decoded source frame shown",
         "coefficients": "(T, K) float32 dynamics PCA coefficients",
         "mel": "(M, 80) float32 log-mel of the 16 kHz audio (not normalised)",
+        "audio": "(N,) int16 the clip's 16 kHz mono audio, the mel's input (older datasets: none)",
         "ground_truth_landmarks2d": "(T, 478, 2) float32 rig landmarks in crop pixels (optional)",
     }
 )
@@ -209,6 +210,15 @@ def read_track(path: str | Path, names: Sequence[str] | None = None) -> dict[str
         return load_file(str(path))
     with safe_open(str(path), framework="numpy") as handle:
         return {name: handle.get_tensor(name) for name in names}
+
+
+def track_array_names(path: str | Path) -> set[str]:
+    """The names of the arrays a track file holds (none read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"{path} not found; the dataset is incomplete, prepare it again")
+    with safe_open(str(path), framework="numpy") as handle:
+        return set(handle.keys())
 
 
 def write_basis(

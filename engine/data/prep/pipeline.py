@@ -34,7 +34,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from tqdm import tqdm
 
-from engine.audio import MelConfig, log_mel
+from engine.audio import MelConfig, float_to_pcm16, log_mel, pcm_to_float
 from engine.data.prep.dataset import (
     BASIS_NAME,
     CLIPS_DIR,
@@ -218,10 +218,11 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
     try:
         probe_video(job.path)
         meta = _read_sidecar(job.path)
-        audio = decode_audio(job.path, sample_rate=config.mel.sample_rate)
+        # Kept as int16 in the track; the mel is that of the samples kept, exactly.
+        audio = float_to_pcm16(decode_audio(job.path, sample_rate=config.mel.sample_rate))
     except EngineError as exc:
         return _reject(job, 0, str(exc))
-    mel = log_mel(audio, config.mel)
+    mel = log_mel(pcm_to_float(audio), config.mel)
 
     landmarks: list[np.ndarray] = []
     blendshapes: list[np.ndarray] = []
@@ -293,6 +294,7 @@ def _prepare_clip(job: _VideoJob, progress: Callable[[int], None] | None = None)
             "mouth_opening": mouth_opening(canonical).astype(np.float32),
             "source_frame": np.asarray(source_frames, dtype=np.int64),
             "mel": mel,
+            "audio": audio,
         }
         ground_truth = _ground_truth_in_crop(job.path, arrays["source_frame"], transforms)
         if ground_truth is not None:

@@ -34,9 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from engine.data.synth.voice_plan import (
+    ESPEAK_HELDOUT_VOICE,
+    espeak_clip_settings,
+    training_voices,
+    variant_of,
+)
 from engine.errors import EngineError
 from engine.frames import FPS
-from engine.speech.espeak import DEFAULT_RATE_WPM
+from engine.speech.espeak import DEFAULT_PITCH_RANGE, DEFAULT_RATE_WPM
 
 if TYPE_CHECKING:
     from engine.data.synth.corpus_speech import SpeechSources
@@ -47,8 +53,6 @@ SUBJECT = "default-avatar"
 TRAINING_SOURCES = ("espeak", "piper", "human")
 EVALUATION_ONLY_SOURCES = ("flite", "human2")  # every clip held out: see evaluation_sources
 HELDOUT_FRACTION = 0.1
-ESPEAK_TRAIN_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-gb+f4", "en-us+m1")
-ESPEAK_HELDOUT_VOICE = "en-us+f3"
 # Average speech seconds per clip by source, used only to plan how many clips to make
 # (espeak's is a plan field: corpora planned before it was measured used 3.5).
 _PLANNING_SECONDS_PER_CLIP = {"piper": 5.0, "human": 2.7}
@@ -88,14 +92,22 @@ class CorpusPlan:
             raise EngineError("espeak_seconds_per_clip must be positive")
         if self.evaluation_clips is not None and self.evaluation_clips < 1:
             raise EngineError("evaluation_clips must be at least 1 (or None: all of them)")
-        if self.espeak_heldout_voice in self.training_voices():
+        held = self.espeak_heldout_voice
+        clash = [
+            voice
+            for voice in self.training_voices()
+            if voice == held or (variant_of(held) and variant_of(voice) == variant_of(held))
+        ]
+        if clash:
             raise EngineError(
-                f"the held-out voice {self.espeak_heldout_voice} is also a training voice; "
-                "choose another --heldout-voice"
+                f"training voices {clash} are the held-out voice {held} or share its variant; "
+                "leave them out or choose another --heldout-voice"
             )
 
     def training_voices(self) -> tuple[str, ...]:
-        return self.espeak_voices or ESPEAK_TRAIN_VOICES
+        """The given voices, or every accent x variant but the held-out voice's variant
+        (:mod:`engine.data.synth.voice_plan`)."""
+        return self.espeak_voices or training_voices(self.espeak_heldout_voice)
 
     def minutes_by_source(self) -> dict[str, float]:
         """Speech minutes of each training source (none when the plan has only
@@ -126,6 +138,7 @@ class ClipSpec:
     espeak_voice: str = ""
     rate_wpm: int = DEFAULT_RATE_WPM
     pitch: int = 50
+    pitch_range: int = DEFAULT_PITCH_RANGE
     length_scale: float = 1.0  # Piper's length scale, Flite's duration stretch: > 1 is slower
     prompt: str = ""  # real recordings: the prompt's name
     flite_voice: str = ""
@@ -198,14 +211,16 @@ def plan_clips(
             ("train", train_count, train_sentences),
             ("heldout", heldout_count, heldout_sentences),
         ):
-            voices = plan.training_voices() if split == "train" else (plan.espeak_heldout_voice,)
             for index, text in enumerate(texts.take(count)):
                 voice_settings: dict[str, Any] = (
-                    {
-                        "espeak_voice": voices[index % len(voices)],
-                        "rate_wpm": int(rng.integers(145, 196)),
-                        "pitch": int(rng.integers(35, 66)),
-                    }
+                    espeak_clip_settings(
+                        rng,
+                        split=split,
+                        given_voices=plan.espeak_voices,
+                        heldout_voice=plan.espeak_heldout_voice,
+                        round_seed=_stable_hash("espeak-train", plan.seed, round_index),
+                        index=index,
+                    )
                     if source == "espeak"
                     else {"length_scale": float(rng.uniform(0.9, 1.15))}
                 )

@@ -41,7 +41,7 @@ class SpeechSources:
     """Per-process speech sources, made on first use (each loads a library or a model)."""
 
     def __init__(self) -> None:
-        self._espeak: dict[tuple[str, int, int], object] = {}
+        self._espeak: dict[tuple[str, int, int, int], object] = {}
         self._piper: object | None = None
         self._evaluation: object | None = None
 
@@ -57,10 +57,10 @@ class SpeechSources:
         elif spec.source == "espeak":
             from engine.speech.espeak import EspeakVoice
 
-            key = (spec.espeak_voice, spec.rate_wpm, spec.pitch)
+            key = (spec.espeak_voice, spec.rate_wpm, spec.pitch, spec.pitch_range)
             voice = self._espeak.get(key)
             if voice is None:
-                voice = EspeakVoice(voice=key[0], rate_wpm=key[1], pitch=key[2])
+                voice = EspeakVoice(voice=key[0], rate_wpm=key[1], pitch=key[2], pitch_range=key[3])
                 self._espeak[key] = voice
             assert isinstance(voice, EspeakVoice)
             result = voice.synthesize(spec.text)
