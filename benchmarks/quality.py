@@ -1,7 +1,7 @@
 """Lip-sync and image quality of an avatar model on the held-out clips of a dataset.
 
-``python -m benchmarks.quality --model default --data DATASET [--sources espeak,piper,human]
-[--voice V] [--out DIR]``
+``python -m benchmarks.quality --model default --data DATASET
+[--sources espeak,piper,human,flite,human2] [--voice V] [--out DIR]``
 
 For every held-out clip of the sources (``--voice``: of that voice only), in rows per
 source, the model next to its baselines (``benchmarks/quality_rows.py``: the model without
@@ -485,8 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sources",
-        default="espeak,piper,human",
-        help="held-out sources to measure, each in rows of its own (default: all three)",
+        default="espeak,piper,human,flite,human2",
+        help="held-out sources to measure, each in rows of its own (default: every one the "
+        "data holds: the training sources' held-out clips and the evaluation-only flite and "
+        "human2)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
