@@ -97,6 +97,18 @@ BENCHMARKS = (
         per_entry=True,
     ),
     Benchmark("quality.json", "benchmarks.quality"),
+    *(
+        Benchmark(
+            f"{name}.json",
+            "benchmarks.mic_parity",
+            quick=("--seconds", "8", "--backend", "onnxrt", "--mic", mic),
+        )
+        for name, mic in (
+            ("mic_parity", "page"),
+            ("mic_parity_unprocessed", "unprocessed"),
+            ("mic_parity_muted", "muted"),
+        )
+    ),
     Benchmark(
         "tracker_agreement.json",
         "benchmarks.tracker_agreement",
