@@ -110,6 +110,18 @@ BENCHMARKS = (
             *(f"{row}.{c}" for row in ("models.*", "loudness_mouth") for c in ("clean", "live")),
         ),
     ),
+    *(
+        Benchmark(
+            f"{name}.json",
+            "benchmarks.mic_parity",
+            quick=("--seconds", "8", "--backend", "onnxrt", "--mic", mic),
+        )
+        for name, mic in (
+            ("mic_parity", "page"),
+            ("mic_parity_unprocessed", "unprocessed"),
+            ("mic_parity_muted", "muted"),
+        )
+    ),
     Benchmark(
         "tracker_agreement.json",
         "benchmarks.tracker_agreement",

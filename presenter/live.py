@@ -296,6 +296,11 @@ class Presenter:
             "delayMs": round(self.stream.delay_seconds * 1000, 1),
             "framesEmitted": stats.frames_emitted,
             "framesDropped": stats.frames_dropped,
+            # the input side: 20 ms chunks a playing source did not fill in time (silence
+            # went in), samples of a live source dropped (its backlog), pacing re-anchored
+            "sourceUnderruns": stats.source_underruns,
+            "liveSamplesDropped": stats.live_samples_dropped,
+            "reanchors": stats.reanchors,
             "framesEncoded": self.encoder.frames_encoded,
             "keyframes": self.encoder.keyframes,
             "engine": self.engine_kind,

@@ -151,12 +151,19 @@ class Playlist:
         self.read_ahead = read_ahead
         self.live_budget = live_budget
         self.underruns = 0  # chunks a playing source could not fill in time
+        self._retired_dropped = 0  # live samples dropped by the feeds no longer playing
         self.sound_end = 0  # input sample after the last sample a source gave
         self._ids = itertools.count(1)
         self._queue: deque[Playback] = deque()
         self._feed: SourceFeed | None = None
         self._starts: deque[tuple[int, Playback]] = deque()
         self._ends: deque[tuple[int, Playback, str | None]] = deque()
+
+    @property
+    def live_samples_dropped(self) -> int:
+        """Samples (48 kHz) of live sources dropped to keep their latency down, so far."""
+        playing = self._feed.dropped if self._feed is not None else 0
+        return self._retired_dropped + playing
 
     @property
     def busy(self) -> bool:
@@ -203,6 +210,7 @@ class Playlist:
             if feed.finished:
                 self._ends.append((position + filled, feed.playback, feed.error))
                 feed.stop()
+                self._retired_dropped += feed.dropped
                 self._feed = None
         return out
 
@@ -261,6 +269,7 @@ class Playlist:
         feed, self._feed = self._feed, None
         if feed is not None:
             feed.stop()
+            self._retired_dropped += feed.dropped
             dropped.append(feed.playback)
         while self._queue:
             playback = self._queue.popleft()

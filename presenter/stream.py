@@ -164,6 +164,7 @@ class StreamStats:
     render_skips: int  # times the stream skipped rendering to keep up
     reanchors: int  # times the pacing re-anchored after a stall
     source_underruns: int  # chunks a playing source could not fill in time
+    live_samples_dropped: int  # samples of live sources dropped to keep their latency down
     interrupts: int
 
 
@@ -282,6 +283,7 @@ class AvatarStream:
             frames_rendered=self._feed.frames_rendered,
             render_skips=self._feed.render_skips,
             source_underruns=self._playlist.underruns,
+            live_samples_dropped=self._playlist.live_samples_dropped,
         )
 
     @property

@@ -301,6 +301,8 @@ def test_a_live_source_backlog_is_dropped_not_played_late() -> None:
         assert playback.start_pts is not None
         # A second of audio arrived at once: only the newest 60 ms (the live budget) played.
         assert end.pts - playback.start_pts <= round(0.06 * OUTPUT_RATE)
+        # and the stream counts what it dropped
+        assert stream.stats.live_samples_dropped >= OUTPUT_RATE - round(0.06 * OUTPUT_RATE)
 
     _run(body)
 
